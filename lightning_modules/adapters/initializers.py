@@ -1,0 +1,162 @@
+"""Initialisers that compute the starting factors of a LoRA adapter.
+
+Each initialiser maps the pre-trained weight ``W`` (m x n), an optional input second moment
+``C`` (n x n) and a rank r to factors ``A`` (r x n) and ``B`` (m x r) with the scale already
+divided out, so that ``s * B A`` is what :class:`~lightning_modules.adapters.lora.LoRALinear`
+subtracts from ``W``. The registry :data:`INITIALIZERS` names them for configs.
+
+- ``lora``: ``A`` Kaiming-uniform, ``B`` zero (the base weight is unchanged).
+- ``lora_null_v1`` / ``lora_null_v2``: null-space initialisation. The r eigenvectors of ``C``
+  with the smallest eigenvalues span ``U_null`` (n x r); ``W U_null = U S Q^T`` (thin SVD);
+  ``B = U sqrt(S / s)`` and ``A = sqrt(S / s) Q^T U_null^T``, so ``s B A = W U_null U_null^T``
+  and the rows of ``A`` lie in span(U_null). v1 trains ``A`` and ``B``; v2 keeps ``A`` frozen.
+
+All linear algebra runs in float32 or float64 on the device of the inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from lightning_modules.adapters.lora import LoRALinear, kaiming_uniform_like_linear
+
+
+@dataclass(frozen=True)
+class Initializer:
+    """An initialiser of the registry.
+
+    Attributes:
+        method_id: Non-zero index stored in the adapter's ``init_method_id`` buffer.
+        needs_covariance: Whether the initialiser reads the calibration second moment.
+        freeze_A: Whether the down-projection stays fixed during training.
+    """
+
+    name: str
+    method_id: int
+    needs_covariance: bool
+    freeze_A: bool
+    compute: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def null_space_basis(covariance: torch.Tensor, rank: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the eigenvectors of ``covariance`` with the ``rank`` smallest eigenvalues.
+
+    Args:
+        covariance: Symmetric positive semi-definite matrix, shape (n, n).
+        rank: Number of eigenvectors r.
+        dtype: float32 or float64, the precision of the eigendecomposition.
+
+    Returns:
+        ``(basis, eigenvalues)``: the basis (n, r) with orthonormal columns in ``dtype`` and
+        its eigenvalues (r,) in ascending order.
+    """
+    n = covariance.shape[0]
+    if rank > n:
+        raise ValueError(f"rank {rank} exceeds the input size {n} of the layer; choose rank <= {n}.")
+    symmetric = covariance.to(dtype)
+    symmetric = (symmetric + symmetric.t()) / 2
+    eigenvalues, eigenvectors = torch.linalg.eigh(symmetric)  # ascending eigenvalues
+    return eigenvectors[:, :rank], eigenvalues[:rank]
+
+
+def factor_in_subspace(weight: torch.Tensor, basis: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factor ``W P`` with ``P = basis basis^T`` exactly into ``s B A`` of rank r.
+
+    Uses the thin SVD of the small (m x r) matrix ``W basis`` instead of an (m x n) SVD.
+
+    Args:
+        weight: Pre-trained weight ``W``, shape (m, n).
+        basis: Orthonormal columns ``U_null``, shape (n, r).
+        scale: Adapter scale ``s``; the factors are divided by ``sqrt(s)`` each.
+
+    Returns:
+        ``(A, B)`` in float32 with shapes (r, n) and (m, r).
+    """
+    projected = weight.to(basis.dtype) @ basis  # (m, r)
+    u, singular_values, vh = torch.linalg.svd(projected, full_matrices=False)  # (m, r), (r,), (r, r)
+    root = torch.sqrt(singular_values / scale)  # (r,)
+    B = u * root  # (m, r)
+    A = (root[:, None] * vh) @ basis.t()  # (r, n)
+    return A.float(), B.float()
+
+
+def _plain_lora(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, scale: float,
+                generator: torch.Generator | None = None, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+    m, n = weight.shape
+    A = kaiming_uniform_like_linear((rank, n), generator=generator).to(weight.device)
+    B = torch.zeros(m, rank, device=weight.device)
+    return A, B
+
+
+def _lora_null(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, scale: float,
+               basis: torch.Tensor | None = None, dtype: torch.dtype = torch.float64,
+               **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+    if basis is None:
+        if covariance is None:
+            raise ValueError("LoRA-Null needs the calibration second moment of the layer's input; none was given.")
+        basis, _ = null_space_basis(covariance.to(weight.device), rank, dtype)
+    return factor_in_subspace(weight, basis.to(weight.device), scale)
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "lora": Initializer("lora", 1, needs_covariance=False, freeze_A=False, compute=_plain_lora),
+    "lora_null_v1": Initializer("lora_null_v1", 2, needs_covariance=True, freeze_A=False, compute=_lora_null),
+    "lora_null_v2": Initializer("lora_null_v2", 3, needs_covariance=True, freeze_A=True, compute=_lora_null),
+}
+
+
+def get_initializer(name: str) -> Initializer:
+    """Look up an initialiser by name.
+
+    Raises:
+        ValueError: If the name is not registered; the message lists the registered names.
+    """
+    try:
+        return INITIALIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown LoRA initialiser {name!r}; choose one of {sorted(INITIALIZERS)}.") from None
+
+
+def initializer_by_id(method_id: int) -> Initializer:
+    for initializer in INITIALIZERS.values():
+        if initializer.method_id == method_id:
+            return initializer
+    raise ValueError(f"no LoRA initialiser has id {method_id}; the checkpoint was written by another version.")
+
+
+def initialize_adapters(
+    adapters: dict[str, LoRALinear],
+    method: str,
+    bases: dict[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> None:
+    """Initialise every adapter with one method and rebuild its residual base weight.
+
+    Args:
+        adapters: Adapters keyed by qualified module name.
+        method: A name of :data:`INITIALIZERS`.
+        bases: Null-space bases (n x r) keyed by module name, for methods that need calibration.
+        seed: Seed of random factors (plain LoRA), drawn per layer in name order.
+        dtype: Precision of the linear algebra (float32 or float64).
+
+    Raises:
+        ValueError: If the method needs a basis that ``bases`` does not contain.
+    """
+    initializer = get_initializer(method)
+    generator = torch.Generator().manual_seed(seed)
+    for name in sorted(adapters):
+        adapter = adapters[name]
+        basis = None
+        if initializer.needs_covariance:
+            if bases is None or name not in bases:
+                raise ValueError(f"{method} needs a calibration basis for {name!r}, and none was computed.")
+            basis = bases[name]
+        weight = adapter.original_weight()  # (m, n) float32
+        A, B = initializer.compute(
+            weight, None, adapter.rank, adapter.scale, generator=generator, basis=basis, dtype=dtype
+        )
+        adapter.set_factors(A, B, initializer.method_id, initializer.freeze_A)

@@ -1,0 +1,211 @@
+"""LightningModule: supervised fine-tuning of a Hugging Face causal LM with LoRA adapters.
+
+The network is built in ``configure_model`` (so ``--print_config`` and CLI parsing load no
+weights). Only the adapter factors train. Checkpoints hold the adapter state only
+(``lora_A``, ``lora_B`` and the initial factors that rebuild the residual base weights) plus
+the optimiser state of those factors, so a 135M-parameter model writes megabytes; loading
+one needs the same pre-trained model source.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torchmetrics import MeanMetric
+
+from lightning_modules.adapters.initializers import get_initializer, initialize_adapters
+from lightning_modules.adapters.lora import LoRALinear, inject_lora, is_adapter_key, iter_lora_layers
+from lightning_modules.metrics.answers import answers_match, extract_final_answer
+from lightning_modules.model_loading import load_causal_lm, load_tokenizer, parse_dtype
+
+
+class CausalLMFineTuning(LightningModule):
+    """Fine-tune a causal LM with LoRA, LoRA-Null v1 or LoRA-Null v2 adapters.
+
+    Args:
+        model_name_or_path: Model source: hub id, local folder, ``.gguf`` file or
+            ``packaged:smollm2-135m-instruct``.
+        dtype: Dtype of the frozen model: ``float32``, ``bfloat16`` or ``float16``.
+        target_modules: Linear layers to adapt, by name (``q_proj``) or full-name regular expression.
+        rank: Adapter rank r.
+        alpha: Adapter scale numerator; the scale is ``alpha / rank``. ``None`` means scale 1.
+        dropout: Dropout on the adapter input while training.
+        init: Adapter initialiser: ``lora``, ``lora_null_v1`` or ``lora_null_v2``. The null-space
+            initialisers need the :class:`~callbacks.null_space_calibration.NullSpaceCalibration`
+            callback.
+        init_seed: Seed of random adapter factors (plain LoRA).
+        learning_rate: AdamW learning rate of the default optimiser.
+        weight_decay: AdamW weight decay of the default optimiser.
+        warmup_ratio: Fraction of training steps with linear warm-up before cosine decay.
+        max_new_tokens: Tokens generated per prompt in ``test`` and ``predict``.
+        trust_remote_code: Allow model code from the model source to run. Off by default.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "packaged:smollm2-135m-instruct",
+        dtype: str = "float32",
+        target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        rank: int = 8,
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        init: str = "lora_null_v1",
+        init_seed: int = 0,
+        learning_rate: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.03,
+        max_new_tokens: int = 96,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        get_initializer(init)  # reject an unknown initialiser at configuration time
+        parse_dtype(dtype)
+        self.save_hyperparameters()
+        self.model = None
+        self.tokenizer = None
+        self.adapters: dict[str, LoRALinear] = {}
+        # Checkpoints hold adapter tensors only; the pre-trained weights come from the model source.
+        self.strict_loading = False
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.test_exact_match = MeanMetric()
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        hp = self.hparams
+        self.tokenizer = load_tokenizer(hp.model_name_or_path, trust_remote_code=hp.trust_remote_code)
+        model = load_causal_lm(hp.model_name_or_path, parse_dtype(hp.dtype), trust_remote_code=hp.trust_remote_code)
+        self.adapters = inject_lora(model, hp.target_modules, hp.rank, alpha=hp.alpha if hp.alpha is not None else hp.rank, dropout=hp.dropout)
+        self.model = model
+        initializer = get_initializer(hp.init)
+        if not initializer.needs_covariance:
+            initialize_adapters(self.adapters, hp.init, seed=hp.init_seed)
+        else:
+            # Before calibration the adapters have zero factors: the model equals the base model.
+            for adapter in self.adapters.values():
+                adapter.set_freeze_A(initializer.freeze_A)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        rank_zero_info(
+            f"{hp.init} adapters on {len(self.adapters)} layers: {trainable:,} trainable of {total:,} parameters "
+            f"({100 * trainable / total:.3f} %)."
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    @staticmethod
+    def response_token_count(labels: torch.Tensor) -> torch.Tensor:
+        return (labels[:, 1:] != -100).sum()  # the loss is over shifted labels
+
+    def on_fit_start(self) -> None:
+        uninitialized = [name for name, adapter in self.adapters.items() if not adapter.is_initialized]
+        if uninitialized:
+            raise RuntimeError(
+                f"init={self.hparams.init!r} needs calibration, but {len(uninitialized)} adapters are not "
+                f"initialised (e.g. {uninitialized[0]!r}). Add callbacks.null_space_calibration.NullSpaceCalibration "
+                f"to trainer.callbacks, or use init='lora'."
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}; lower the learning rate, use "
+                f"float32 or bfloat16 instead of float16, or check the batch for empty responses."
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", torch.exp(loss.detach()))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss = self(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        self.val_loss.update(loss, weight=self.response_token_count(batch["labels"]))
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()  # MeanMetric syncs across ranks
+        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
+        self.log("val/ppl", torch.exp(loss))
+        self.val_loss.reset()
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, Any]) -> list[str]:
+        """Greedy generation from the left-padded prompts of a batch; returns the new text only."""
+        prompt_ids = batch["prompt_input_ids"]
+        output = self.model.generate(
+            input_ids=prompt_ids,
+            attention_mask=batch["prompt_attention_mask"],
+            max_new_tokens=self.hparams.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return self.tokenizer.batch_decode(output[:, prompt_ids.shape[1]:], skip_special_tokens=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss = self(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        self.test_loss.update(loss, weight=self.response_token_count(batch["labels"]))
+        generations = self.generate(batch)
+        matches = torch.tensor(
+            [float(answers_match(text, reference)) for text, reference in zip(generations, batch["references"])],
+            device=self.device,
+        )
+        self.test_exact_match.update(matches)
+
+    def on_test_epoch_end(self) -> None:
+        loss = self.test_loss.compute()
+        self.log("test/loss", loss)
+        self.log("test/ppl", torch.exp(loss))
+        self.log("test/exact_match", self.test_exact_match.compute())
+        self.test_loss.reset()
+        self.test_exact_match.reset()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        generations = self.generate(batch)
+        return [
+            {
+                "generation": text,
+                "answer": extract_final_answer(text),
+                "reference_answer": extract_final_answer(reference),
+                "exact_match": answers_match(text, reference),
+            }
+            for text, reference in zip(generations, batch["references"])
+        ]
+
+    def optimizer_parameter_groups(self) -> list[dict[str, Any]]:
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": parameters}]
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.optimizer_parameter_groups(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup_steps = int(self.hparams.warmup_ratio * total_steps)
+
+        def warmup_then_cosine(step: int) -> float:
+            if step < warmup_steps:
+                return (step + 1) / (warmup_steps + 1)
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Keep only the adapter tensors; the frozen pre-trained weights come from the model source.
+        checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if is_adapter_key(key)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model is None:
+            self.configure_model()
+        state = checkpoint.get("state_dict", {})
+        if not any(is_adapter_key(key) for key in state):
+            rank_zero_warn("The checkpoint holds no LoRA adapter tensors; the adapters keep their current values.")
+
+    def lora_layers(self) -> dict[str, LoRALinear]:
+        return dict(iter_lora_layers(self.model)) if self.model is not None else {}
