@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import partial
+from functools import partial, update_wrapper
 from types import MethodType
 from typing import Any
 
@@ -61,11 +61,13 @@ class SuiteCLI(LightningCLI):
         scheduler_init = self._get(self.config_init, "lr_scheduler", default=None)
         # A partial of module-level functions stays picklable for ddp_spawn.
         configure = partial(_configure_from_cli, optimizer_init=optimizer_init, scheduler_init=scheduler_init)
+        update_wrapper(configure, _configure_from_cli)  # Lightning's is_overridden reads __code__
         self.model.configure_optimizers = MethodType(configure, self.model)
 
 
-def main(args: list[str] | None = None, run: bool = True) -> SuiteCLI:
-    """Run the suite's CLI. ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+def build_cli(args: list[str] | None = None, run: bool = True) -> SuiteCLI:
+    """Parse ``args`` (default ``sys.argv[1:]``), build the model, data and trainer, and run the
+    subcommand unless ``run`` is false. Returns the CLI object for inspection."""
     return SuiteCLI(
         LightningModule,
         LightningDataModule,
@@ -75,6 +77,11 @@ def main(args: list[str] | None = None, run: bool = True) -> SuiteCLI:
         args=args,
         run=run,
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the suite's CLI; ``args`` replaces ``sys.argv[1:]``."""
+    build_cli(args)
 
 
 if __name__ == "__main__":

@@ -184,60 +184,31 @@ class NullSpaceCalibration(Callback):
         bases = trainer.strategy.broadcast(bases, src=0)
         return {name: basis.to(pl_module.device) for name, basis in bases.items()}
 
-    @torch.no_grad()
     def _calibrate(
         self, trainer: Trainer, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: list[dict]
     ) -> dict[str, torch.Tensor] | None:
-        world_size, rank = trainer.world_size, trainer.global_rank
-        shard = batches[rank::world_size]
-        accumulator = SecondMomentAccumulator(
-            adapters, dtype=self.accumulate_dtype, device=torch.device("cpu") if self.offload_to_cpu else None
-        )
+        shard = batches[trainer.global_rank::trainer.world_size]
         was_training = pl_module.training
         pl_module.eval()
-        with accumulator:
-            progress = tqdm(shard, desc="Calibration", unit="batch", disable=not trainer.is_global_zero)
-            for batch in progress:
-                input_ids = batch["input_ids"].to(pl_module.device)
-                attention_mask = batch["attention_mask"].to(pl_module.device)
-                accumulator.begin_batch(attention_mask)
-                pl_module.model(input_ids=input_ids, attention_mask=attention_mask)
-                accumulator.end_batch()
+        accumulator = accumulate_second_moments(
+            pl_module.model, adapters, shard, pl_module.device, self.accumulate_dtype,
+            offload_to_cpu=self.offload_to_cpu, progress=trainer.is_global_zero,
+        )
         pl_module.train(was_training)
 
         token_count = torch.tensor(float(accumulator.token_count), dtype=torch.float64, device=pl_module.device)
         token_count = trainer.strategy.reduce(token_count, reduce_op="sum")
-        self.last_token_count = int(token_count.item())
         leaders = sorted(set(accumulator.leader_of.values()))
-        if len(leaders) == 0 and adapters:
+        if not leaders:
             raise RuntimeError("no adapted layer ran during calibration; the calibration batches never reached them.")
-        sums = {}
         for leader in leaders:  # the same order on every rank
             total = accumulator.sums[leader].to(pl_module.device)
-            sums[leader] = trainer.strategy.reduce(total, reduce_op="sum")
+            accumulator.sums[leader] = trainer.strategy.reduce(total, reduce_op="sum")
+        accumulator.token_count = int(token_count.item())
+        self.last_token_count = accumulator.token_count
         if not trainer.is_global_zero:
             return None
-
-        max_inputs = max(adapter.in_features for adapter in adapters.values())
-        if self.last_token_count < max_inputs:
-            rank_zero_warn(
-                f"Calibration saw {self.last_token_count} tokens, fewer than the largest adapted input size "
-                f"{max_inputs}: the second moments are rank-deficient and the null space is arbitrary. "
-                f"Add calibration samples or longer sequences (many times more tokens than {max_inputs})."
-            )
-        bases_by_leader = {}
-        for leader in tqdm(leaders, desc="Null-space bases", unit="matrix"):
-            covariance = sums[leader] / token_count.to(sums[leader].dtype)
-            rank = max(adapter.rank for name, adapter in adapters.items() if accumulator.leader_of[name] == leader)
-            basis, _ = null_space_basis(covariance, rank, self.precision)
-            bases_by_leader[leader] = basis.cpu()
-        bases = {}
-        for name, adapter in adapters.items():
-            bases[name] = bases_by_leader[accumulator.leader_of[name]][:, : adapter.rank].clone()
-        rank_zero_info(
-            f"Calibrated {len(adapters)} layers from {self.last_token_count} tokens ({len(leaders)} distinct inputs)."
-        )
-        return bases
+        return bases_from_moments(accumulator, adapters, self.precision)
 
     def cache_key(self, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: Iterable[dict]) -> str:
         """Hash of the model source, adapted weights, calibration tokens, ranks and precision."""
@@ -275,3 +246,60 @@ class NullSpaceCalibration(Callback):
             data.setup("fit")
             return data.train_dataloader()
         return data
+
+
+@torch.no_grad()
+def accumulate_second_moments(
+    model: torch.nn.Module,
+    adapters: dict[str, LoRALinear],
+    batches: Iterable[dict],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    offload_to_cpu: bool = False,
+    progress: bool = True,
+) -> SecondMomentAccumulator:
+    """Run ``model`` over calibration batches and sum the second moments of the adapters' inputs.
+
+    The model should be in eval mode. Each batch is a dict with ``input_ids`` and
+    ``attention_mask`` of shape (B, T).
+    """
+    accumulator = SecondMomentAccumulator(adapters, dtype=dtype, device=torch.device("cpu") if offload_to_cpu else None)
+    with accumulator:
+        for batch in tqdm(batches, desc="Calibration", unit="batch", disable=not progress):
+            input_ids = batch["input_ids"].to(device)
+            attention_mask = batch["attention_mask"].to(device)
+            accumulator.begin_batch(attention_mask)
+            model(input_ids=input_ids, attention_mask=attention_mask)
+            accumulator.end_batch()
+    return accumulator
+
+
+def bases_from_moments(
+    accumulator: SecondMomentAccumulator, adapters: dict[str, LoRALinear], precision: torch.dtype = torch.float64
+) -> dict[str, torch.Tensor]:
+    """Compute every adapter's null-space basis (n x r, on the CPU) from summed second moments.
+
+    Warns when fewer tokens than the largest adapted input size were seen, because the
+    second moments are then rank-deficient and the null space is arbitrary.
+    """
+    token_count = accumulator.token_count
+    max_inputs = max(adapter.in_features for adapter in adapters.values())
+    if token_count < max_inputs:
+        rank_zero_warn(
+            f"Calibration saw {token_count} tokens, fewer than the largest adapted input size "
+            f"{max_inputs}: the second moments are rank-deficient and the null space is arbitrary. "
+            f"Add calibration samples or longer sequences (many times more tokens than {max_inputs})."
+        )
+    leaders = sorted(set(accumulator.leader_of.values()))
+    bases_by_leader = {}
+    for leader in tqdm(leaders, desc="Null-space bases", unit="matrix", disable=len(leaders) < 8):
+        covariance = accumulator.sums[leader] / max(token_count, 1)
+        rank = max(adapter.rank for name, adapter in adapters.items() if accumulator.leader_of[name] == leader)
+        basis, _ = null_space_basis(covariance, rank, precision)
+        bases_by_leader[leader] = basis.cpu()
+    bases = {
+        name: bases_by_leader[accumulator.leader_of[name]][:, : adapter.rank].clone()
+        for name, adapter in adapters.items()
+    }
+    rank_zero_info(f"Calibrated {len(adapters)} layers from {token_count} tokens ({len(leaders)} distinct inputs).")
+    return bases

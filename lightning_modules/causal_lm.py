@@ -81,6 +81,7 @@ class CausalLMFineTuning(LightningModule):
         self.tokenizer = load_tokenizer(hp.model_name_or_path, trust_remote_code=hp.trust_remote_code)
         model = load_causal_lm(hp.model_name_or_path, parse_dtype(hp.dtype), trust_remote_code=hp.trust_remote_code)
         self.adapters = inject_lora(model, hp.target_modules, hp.rank, alpha=hp.alpha if hp.alpha is not None else hp.rank, dropout=hp.dropout)
+        model.train()  # from_pretrained returns eval mode; Lightning switches modes per stage
         self.model = model
         initializer = get_initializer(hp.init)
         if not initializer.needs_covariance:
