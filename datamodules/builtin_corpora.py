@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 
+from datamodules.polarity_corpus import polarity_train_rows, polarity_validation_rows
+
 CAPITALS = {
     "france": "paris", "germany": "berlin", "italy": "rome", "spain": "madrid", "portugal": "lisbon",
     "japan": "tokyo", "china": "beijing", "india": "new delhi", "russia": "moscow", "canada": "ottawa",
@@ -93,6 +95,8 @@ def fact_rows(seed: int = 0) -> list[dict]:
 CORPORA = {
     "arithmetic": arithmetic_rows,
     "facts": fact_rows,
+    "polarity": polarity_train_rows,
+    "polarity_validation": polarity_validation_rows,
 }
 
 
