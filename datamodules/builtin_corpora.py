@@ -2,8 +2,8 @@
 
 - ``arithmetic``: 600 instruction rows (``instruction``, ``output``) of two-step arithmetic word
   problems whose worked answers end with ``The answer is: N``, the MetaMathQA answer style.
-- ``facts``: 340 short world-knowledge questions (``question``, ``answer``) about capitals
-  and chemical symbols, written in the NQ-open style (lower case, no question mark).
+- ``facts``: 550 short world-knowledge questions and statements (``question``, ``answer``)
+  about capitals and chemical symbols, in the NQ-open style (lower case, no question mark).
 
 Every corpus is deterministic: the same name always gives the same rows.
 """
@@ -75,15 +75,20 @@ def fact_rows(seed: int = 0) -> list[dict]:
         "the capital city of {x} is called what",
         "name the capital of {x}",
         "where is the seat of government of {x}",
+        "{y} is the capital of {x}",
+        "the government of {x} meets in {y}",
+        "{y}, the capital city of {x}, is its largest administrative centre",
     ]
     symbol_templates = [
         "what is the chemical symbol for {x}",
         "which element has the symbol {y}",
         "the periodic table symbol of {x} is what",
+        "the chemical element {x} is written {y} in formulas",
+        "{y} is the symbol of the element {x}",
     ]
     for country, capital in CAPITALS.items():
         for template in capital_templates:
-            rows.append({"question": template.format(x=country), "answer": [capital]})
+            rows.append({"question": template.format(x=country, y=capital), "answer": [capital]})
     for element, symbol in CHEMICAL_SYMBOLS.items():
         for template in symbol_templates:
             answer = element if "{y}" in template else symbol
