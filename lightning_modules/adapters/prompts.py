@@ -322,6 +322,8 @@ class PromptedModel(nn.Module):
             backbone's maximum sequence length.
         head_module: Attribute name of the classification head that trains
             (``encoder_classifier`` only).
+        backbone_dropout: Keep the backbone's dropout active in training mode. By default the
+            frozen backbone stays in eval mode, so only the offset's dropout is random.
 
     Raises:
         ValueError: If ``m + max_length`` exceeds the backbone's maximum sequence length.
@@ -335,6 +337,7 @@ class PromptedModel(nn.Module):
         kind: str | None = None,
         max_length: int | None = None,
         head_module: str = "classifier",
+        backbone_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.kind = kind or infer_backbone_kind(backbone)
@@ -343,6 +346,7 @@ class PromptedModel(nn.Module):
         self.backbone = backbone
         self.soft_prompt = soft_prompt
         self.offset = offset
+        self.backbone_dropout = backbone_dropout
         self.max_positions = max_position_count(backbone)
         if max_length is not None:
             self.check_length(max_length)
@@ -352,6 +356,12 @@ class PromptedModel(nn.Module):
             if head is None:
                 raise ValueError(f"{type(backbone).__name__} has no head module {head_module!r} to train.")
             head.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> PromptedModel:
+        super().train(mode)
+        if not self.backbone_dropout:
+            self.backbone.eval()
+        return self
 
     def check_length(self, length: int) -> None:
         """Raise ValueError if ``length`` tokens plus the prompt exceed the backbone's maximum length."""
