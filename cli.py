@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 # the chosen model class and the chosen data module class have the argument.
 LINKED_ARGUMENTS = [
     ("model.init_args.model_name_or_path", "data.init_args.tokenizer"),
+    ("data.init_args.feature_dim", "model.init_args.feature_dim"),
 ]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
 from lightning_modules.adapters.initializers import get_initializer, initialize_adapters
@@ -204,9 +204,15 @@ class CausalLMFineTuning(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model is None:
             self.configure_model()
-        state = checkpoint.get("state_dict", {})
-        if not any(is_adapter_key(key) for key in state):
-            rank_zero_warn("The checkpoint holds no LoRA adapter tensors; the adapters keep their current values.")
+        saved = {key for key in checkpoint.get("state_dict", {}) if is_adapter_key(key)}
+        expected = {key for key in self.state_dict() if is_adapter_key(key)}
+        if saved != expected:
+            missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+            raise ValueError(
+                f"the checkpoint's adapters do not match this model's: {len(missing)} missing "
+                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}). Use the "
+                f"target_modules and model source of the run that wrote it."
+            )
 
     def lora_layers(self) -> dict[str, LoRALinear]:
         return dict(iter_lora_layers(self.model)) if self.model is not None else {}

@@ -240,3 +240,13 @@ def test_cli_rejects_unknown_config_key(tmp_path, model_folder, train_file):
     config = write_config(tmp_path, model_folder, train_file)
     with pytest.raises(SystemExit):
         cli.main(["fit", "--config", str(config), "--model.init_args.rnak", "4"])
+
+
+def test_checkpoint_with_other_targets_is_rejected(tmp_path, model_folder, train_file):
+    seed_everything(0)
+    module, data, calibration = make_parts(model_folder, train_file, tmp_path / "cache")
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    make_trainer(tmp_path, [calibration, checkpoints], max_steps=1).fit(module, datamodule=data)
+    other = CausalLMFineTuning(model_name_or_path=str(model_folder), target_modules=["q_proj"], rank=4)
+    with pytest.raises(ValueError, match=r"adapters do not match.*missing.*unexpected.*target_modules"):
+        make_trainer(tmp_path, []).test(other, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))

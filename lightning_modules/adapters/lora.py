@@ -5,7 +5,7 @@ A :class:`LoRALinear` computes ``y = W_res x + b + s * B (A dropout(x))`` where 
 down-projection, ``B`` (m x r) the up-projection and ``s`` the scale. Initialisers that start
 from non-zero factors ``A0, B0`` replace the frozen weight by ``W_res = W - s * B0 A0`` so that
 the layer computes exactly ``W x + b`` at the start. The factors ``A0, B0`` are persistent
-buffers: an adapter-only state dict (see :func:`adapter_state_dict`) holds everything needed
+buffers: an adapter-only state dict (see :func:`adapter_state_dict`) contains everything needed
 to rebuild ``W_res`` from the unmodified pre-trained weight.
 
 This module is plain PyTorch and does not import Lightning.
@@ -156,7 +156,7 @@ class LoRALinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Loading new initial factors: put the pre-trained weight back before the buffers
-        # change, then subtract the loaded factors. A state dict that also holds base.weight
+        # change, then subtract the loaded factors. A state dict that also contains base.weight
         # (a full checkpoint) stores W_res already, so the residual is not applied twice.
         loads_init = prefix + "init_B" in state_dict
         loads_base = prefix + "base.weight" in state_dict
@@ -248,7 +248,7 @@ ADAPTER_KEY_PATTERN = re.compile(r"(^|\.)(lora_A|lora_B|init_A|init_B|init_metho
 
 
 def is_adapter_key(key: str) -> bool:
-    """Whether a state-dict key belongs to a LoRA adapter (factors, initial factors, method)."""
+    """Check whether a state-dict key belongs to a LoRA adapter (factors, initial factors, method)."""
     return ADAPTER_KEY_PATTERN.search(key) is not None
 
 
