@@ -155,37 +155,43 @@ class NullSpaceCalibration(Callback):
                 f"the checkpoint does not match the model's target_modules."
             )
         batches = list(self._calibration_batches(trainer, pl_module))
-        if not batches:
-            raise ValueError("the calibration data is empty; give the calibration callback at least one batch.")
-        bases = self.compute_bases(trainer, pl_module, pending, batches)
-        initialize_adapters(pending, method, bases=bases, dtype=self.precision)
+        if len(batches) < trainer.world_size:
+            raise ValueError(
+                f"the calibration data has {len(batches)} batches for {trainer.world_size} processes; every process "
+                f"needs at least one, so add calibration samples or lower its batch_size."
+            )
+        results = self.compute_bases(trainer, pl_module, pending, batches, initializer.calibration)
+        initialize_adapters(pending, method, bases=results, dtype=self.precision)
         rank_zero_info(f"Initialised {len(pending)} adapters with {method}.")
 
     def compute_bases(
-        self, trainer: Trainer, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: list[dict]
+        self, trainer: Trainer, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: list[dict],
+        kind: str = "basis",
     ) -> dict[str, torch.Tensor]:
-        """Return the null-space basis (n x r) of every adapter, from the cache or by calibration."""
-        key = self.cache_key(pl_module, adapters, batches)
+        """Return every adapter's null-space basis (n x r, ``kind="basis"``) or second moment
+        (n x n, ``kind="covariance"``), from the cache or by calibration."""
+        key = self.cache_key(pl_module, adapters, batches, kind)
         cache_path = self.cache_dir / f"{key}.safetensors"
         self.last_cache_path = cache_path
         hit = bool(trainer.strategy.broadcast(self.use_cache and cache_path.is_file(), src=0))
         if hit:
-            rank_zero_info(f"Loading null-space bases from the cache {cache_path}.")
+            rank_zero_info(f"Loading calibration results ({kind}) from the cache {cache_path}.")
             bases = load_file(str(cache_path)) if trainer.is_global_zero else None
         else:
-            bases = self._calibrate(trainer, pl_module, adapters, batches)
+            bases = self._calibrate(trainer, pl_module, adapters, batches, kind)
             if trainer.is_global_zero and self.use_cache:
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
                 temporary = cache_path.with_suffix(".tmp")
                 save_file({name: basis.contiguous() for name, basis in bases.items()}, str(temporary),
                           metadata={"key": key})
                 temporary.replace(cache_path)
-                rank_zero_info(f"Cached null-space bases at {cache_path}.")
+                rank_zero_info(f"Cached calibration results ({kind}) at {cache_path}.")
         bases = trainer.strategy.broadcast(bases, src=0)
         return {name: basis.to(pl_module.device) for name, basis in bases.items()}
 
     def _calibrate(
-        self, trainer: Trainer, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: list[dict]
+        self, trainer: Trainer, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: list[dict],
+        kind: str,
     ) -> dict[str, torch.Tensor] | None:
         shard = batches[trainer.global_rank::trainer.world_size]
         was_training = pl_module.training
@@ -208,12 +214,17 @@ class NullSpaceCalibration(Callback):
         self.last_token_count = accumulator.token_count
         if not trainer.is_global_zero:
             return None
+        if kind == "covariance":
+            return covariances_from_moments(accumulator, adapters)
         return bases_from_moments(accumulator, adapters, self.precision)
 
-    def cache_key(self, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: Iterable[dict]) -> str:
-        """Hash of the model source, adapted weights, calibration tokens, ranks and precision."""
+    def cache_key(
+        self, pl_module: LightningModule, adapters: dict[str, LoRALinear], batches: Iterable[dict], kind: str = "basis"
+    ) -> str:
+        """Hash the model source, adapted weights, calibration tokens, ranks, precision and result kind."""
         digest = hashlib.sha256()
         settings = {
+            "kind": kind,
             "model": str(pl_module.hparams.get("model_name_or_path", type(pl_module).__name__)),
             "precision": str(self.precision),
             "accumulate_dtype": str(self.accumulate_dtype),
@@ -274,15 +285,9 @@ def accumulate_second_moments(
     return accumulator
 
 
-def bases_from_moments(
-    accumulator: SecondMomentAccumulator, adapters: dict[str, LoRALinear], precision: torch.dtype = torch.float64
-) -> dict[str, torch.Tensor]:
-    """Compute every adapter's null-space basis (n x r, on the CPU) from summed second moments.
-
-    Warns when fewer tokens than the largest adapted input size were seen, because the
-    second moments are then rank-deficient and the null space is arbitrary.
-    """
-    token_count = accumulator.token_count
+def warn_if_too_few_tokens(token_count: int, adapters: dict[str, LoRALinear]) -> None:
+    """Warn when fewer tokens than the largest adapted input size were seen, because the
+    second moments are then rank-deficient and the null space is arbitrary."""
     max_inputs = max(adapter.in_features for adapter in adapters.values())
     if token_count < max_inputs:
         rank_zero_warn(
@@ -290,6 +295,21 @@ def bases_from_moments(
             f"{max_inputs}: the second moments are rank-deficient and the null space is arbitrary. "
             f"Add calibration samples or longer sequences (many times more tokens than {max_inputs})."
         )
+
+
+def covariances_from_moments(accumulator: SecondMomentAccumulator, adapters: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
+    """Return every adapter's input second moment divided by the token count (n x n, on the CPU)."""
+    warn_if_too_few_tokens(accumulator.token_count, adapters)
+    count = max(accumulator.token_count, 1)
+    return {name: (accumulator.sums[accumulator.leader_of[name]] / count).cpu().clone() for name in adapters}
+
+
+def bases_from_moments(
+    accumulator: SecondMomentAccumulator, adapters: dict[str, LoRALinear], precision: torch.dtype = torch.float64
+) -> dict[str, torch.Tensor]:
+    """Compute every adapter's null-space basis (n x r, on the CPU) from summed second moments."""
+    token_count = accumulator.token_count
+    warn_if_too_few_tokens(token_count, adapters)
     leaders = sorted(set(accumulator.leader_of.values()))
     bases_by_leader = {}
     for leader in tqdm(leaders, desc="Null-space bases", unit="matrix", disable=len(leaders) < 8):

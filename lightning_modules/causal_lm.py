@@ -24,7 +24,7 @@ from lightning_modules.model_loading import load_causal_lm, load_tokenizer, pars
 
 
 class CausalLMFineTuning(LightningModule):
-    """Fine-tune a causal LM with LoRA, LoRA-Null v1 or LoRA-Null v2 adapters.
+    """Fine-tune a causal LM with LoRA-family adapters (LoRA, LoRA-Null v1/v2, PiSSA, MiLoRA, CorDA).
 
     Args:
         model_name_or_path: Model source: hub id, local folder, ``.gguf`` file or
@@ -34,9 +34,9 @@ class CausalLMFineTuning(LightningModule):
         rank: Adapter rank r.
         alpha: Adapter scale numerator; the scale is ``alpha / rank``. ``None`` means scale 1.
         dropout: Dropout on the adapter input while training.
-        init: Adapter initialiser: ``lora``, ``lora_null_v1`` or ``lora_null_v2``. The null-space
-            initialisers need the :class:`~callbacks.null_space_calibration.NullSpaceCalibration`
-            callback.
+        init: Adapter initialiser: ``lora``, ``lora_null_v1``, ``lora_null_v2``, ``pissa``,
+            ``milora`` or ``corda_kpm``. LoRA-Null and CorDA need the
+            :class:`~callbacks.null_space_calibration.NullSpaceCalibration` callback.
         init_seed: Seed of random adapter factors (plain LoRA).
         learning_rate: AdamW learning rate of the default optimiser.
         weight_decay: AdamW weight decay of the default optimiser.

@@ -10,6 +10,15 @@ subtracts from ``W``. The registry :data:`INITIALIZERS` names them for configs.
   with the smallest eigenvalues span ``U_null`` (n x r); ``W U_null = U S Q^T`` (thin SVD);
   ``B = U sqrt(S / s)`` and ``A = sqrt(S / s) Q^T U_null^T``, so ``s B A = W U_null U_null^T``
   and the rows of ``A`` lie in span(U_null). v1 trains ``A`` and ``B``; v2 keeps ``A`` frozen.
+- ``pissa``: the r principal singular directions of ``W = U S V^T``: ``B = U_r sqrt(S_r / s)``,
+  ``A = sqrt(S_r / s) V_r^T``.
+- ``milora``: the same with the r minor (smallest) singular directions of ``W``.
+- ``corda_kpm``: CorDA's knowledge-preserved mode. With the damped second moment
+  ``C_d = C + damping * mean(diag(C)) * I``, ``W C_d = U S V^T`` and ``W = U S V^T C_d^-1``;
+  the adapter takes the r components with the smallest singular values:
+  ``B = U_r sqrt(S_r / s)``, ``A = sqrt(S_r / s) V_r^T C_d^-1``.
+
+Every initialiser subtracts ``s B A`` from the frozen weight, so the initial output is exact.
 
 All linear algebra runs in float32 or float64 on the device of the inputs.
 """
@@ -30,15 +39,22 @@ class Initializer:
 
     Attributes:
         method_id: Non-zero index stored in the adapter's ``init_method_id`` buffer.
-        needs_covariance: Whether the initialiser reads the calibration second moment.
+        calibration: What the calibration callback must provide per layer: ``None``,
+            ``"basis"`` (the null-space basis, n x r) or ``"covariance"`` (the second moment
+            divided by the token count, n x n).
         freeze_A: Whether the down-projection stays fixed during training.
     """
 
     name: str
     method_id: int
-    needs_covariance: bool
+    calibration: str | None
     freeze_A: bool
     compute: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def needs_covariance(self) -> bool:
+        """Whether the initialiser needs calibration activations."""
+        return self.calibration is not None
 
 
 def null_space_basis(covariance: torch.Tensor, rank: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,10 +117,55 @@ def _lora_null(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int,
     return factor_in_subspace(weight, basis.to(weight.device), scale)
 
 
+def split_singular_values(u: torch.Tensor, singular_values: torch.Tensor, vh: torch.Tensor,
+                          scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(A, B)`` in float32 with ``s B A = u diag(singular_values) vh``."""
+    root = torch.sqrt(singular_values / scale)  # (r,)
+    return (root[:, None] * vh).float(), (u * root).float()
+
+
+def _singular_directions(weight: torch.Tensor, rank: int, scale: float, principal: bool,
+                         dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    u, singular_values, vh = torch.linalg.svd(weight.to(dtype), full_matrices=False)  # descending values
+    part = slice(0, rank) if principal else slice(singular_values.shape[0] - rank, None)
+    return split_singular_values(u[:, part], singular_values[part], vh[part], scale)
+
+
+def _pissa(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, scale: float,
+           dtype: torch.dtype = torch.float64, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+    return _singular_directions(weight, rank, scale, principal=True, dtype=dtype)
+
+
+def _milora(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, scale: float,
+            dtype: torch.dtype = torch.float64, **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+    return _singular_directions(weight, rank, scale, principal=False, dtype=dtype)
+
+
+CORDA_DAMPING = 1e-4
+
+
+def _corda_kpm(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, scale: float,
+               dtype: torch.dtype = torch.float64, damping: float = CORDA_DAMPING,
+               **_: object) -> tuple[torch.Tensor, torch.Tensor]:
+    if covariance is None:
+        raise ValueError("CorDA needs the calibration second moment of the layer's input; none was given.")
+    n = covariance.shape[0]
+    damped = covariance.to(device=weight.device, dtype=dtype)
+    damped = (damped + damped.t()) / 2
+    damped = damped + damping * damped.diagonal().mean().clamp_min(1e-12) * torch.eye(n, dtype=dtype, device=weight.device)
+    u, singular_values, vh = torch.linalg.svd(weight.to(dtype) @ damped, full_matrices=False)  # (m, k), (k,), (k, n)
+    minor = slice(singular_values.shape[0] - rank, None)
+    vh_inverse = torch.linalg.solve(damped, vh[minor].t()).t()  # V_r^T C_d^-1, (r, n); C_d is symmetric
+    return split_singular_values(u[:, minor], singular_values[minor], vh_inverse, scale)
+
+
 INITIALIZERS: dict[str, Initializer] = {
-    "lora": Initializer("lora", 1, needs_covariance=False, freeze_A=False, compute=_plain_lora),
-    "lora_null_v1": Initializer("lora_null_v1", 2, needs_covariance=True, freeze_A=False, compute=_lora_null),
-    "lora_null_v2": Initializer("lora_null_v2", 3, needs_covariance=True, freeze_A=True, compute=_lora_null),
+    "lora": Initializer("lora", 1, calibration=None, freeze_A=False, compute=_plain_lora),
+    "lora_null_v1": Initializer("lora_null_v1", 2, calibration="basis", freeze_A=False, compute=_lora_null),
+    "lora_null_v2": Initializer("lora_null_v2", 3, calibration="basis", freeze_A=True, compute=_lora_null),
+    "pissa": Initializer("pissa", 4, calibration=None, freeze_A=False, compute=_pissa),
+    "milora": Initializer("milora", 5, calibration=None, freeze_A=False, compute=_milora),
+    "corda_kpm": Initializer("corda_kpm", 6, calibration="covariance", freeze_A=False, compute=_corda_kpm),
 }
 
 
@@ -139,7 +200,8 @@ def initialize_adapters(
     Args:
         adapters: Adapters keyed by qualified module name.
         method: A name of :data:`INITIALIZERS`.
-        bases: Null-space bases (n x r) keyed by module name, for methods that need calibration.
+        bases: Calibration results keyed by module name, for methods that need them: null-space
+            bases (n x r) or second moments (n x n), as the initialiser's ``calibration`` says.
         seed: Seed of random factors (plain LoRA), drawn per layer in name order.
         dtype: Precision of the linear algebra (float32 or float64).
 
@@ -150,13 +212,16 @@ def initialize_adapters(
     generator = torch.Generator().manual_seed(seed)
     for name in sorted(adapters):
         adapter = adapters[name]
-        basis = None
+        basis = covariance = None
         if initializer.needs_covariance:
             if bases is None or name not in bases:
-                raise ValueError(f"{method} needs a calibration basis for {name!r}, and none was computed.")
-            basis = bases[name]
+                raise ValueError(f"{method} needs a calibration {initializer.calibration} for {name!r}, and none was computed.")
+            if initializer.calibration == "basis":
+                basis = bases[name]
+            else:
+                covariance = bases[name]
         weight = adapter.original_weight()  # (m, n) float32
         A, B = initializer.compute(
-            weight, None, adapter.rank, adapter.scale, generator=generator, basis=basis, dtype=dtype
+            weight, covariance, adapter.rank, adapter.scale, generator=generator, basis=basis, dtype=dtype
         )
         adapter.set_factors(A, B, initializer.method_id, initializer.freeze_A)
