@@ -1,0 +1,1 @@
+"""Temporal grounding data: annotation readers, feature stores, raw-video features, demo corpus."""
