@@ -75,8 +75,11 @@ class SoftPrompt(nn.Module):
     def initialize_from_vocabulary(self, embedding_weight: torch.Tensor, seed: int = 0, max_token_id: int = 5000) -> None:
         """Copy the embeddings of m token ids drawn uniformly from ``[0, max_token_id)``.
 
-        Frequent tokens have low ids in most vocabularies (T5, BERT), so the draw is restricted
-        to the first ``max_token_id`` rows.
+        T5's SentencePiece vocabulary lists pieces roughly by frequency, so the draw is
+        restricted to the first ``max_token_id`` rows.
+
+        NOTE: in BERT's WordPiece vocabulary ids below about 1,000 are special, unused and
+        single-character tokens, so there a draw includes those rows too.
         """
         high = min(max_token_id, embedding_weight.shape[0])
         generator = torch.Generator().manual_seed(seed)
