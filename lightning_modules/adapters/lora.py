@@ -225,8 +225,10 @@ def inject_lora(
     """
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    targets = find_target_linears(model, target_modules)
+    reject_shared_weights(model, {name: linear.weight for name, linear in targets.items()})
     adapters: dict[str, LoRALinear] = {}
-    for name, linear in find_target_linears(model, target_modules).items():
+    for name, linear in targets.items():
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         try:
@@ -236,6 +238,21 @@ def inject_lora(
         setattr(parent, child_name, adapter)
         adapters[name] = adapter
     return adapters
+
+
+def reject_shared_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Raise if a weight to be adapted is shared with another module (e.g. tied embeddings),
+    because rebuilding or merging it would change that module too."""
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name.removesuffix(".weight").removesuffix(".base"))
+    for name, weight in weights.items():
+        others = sorted(set(owners.get(id(weight), [])) - {name})
+        if others:
+            raise ValueError(
+                f"linear layer {name!r} shares its weight with {others} (tied weights); adapting it would change "
+                f"them too. Remove {name.rsplit('.', 1)[-1]!r} from target_modules."
+            )
 
 
 def iter_lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
