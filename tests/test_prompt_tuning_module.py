@@ -143,6 +143,7 @@ def test_cli_fit_then_test_on_demo(tmp_path):
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["hyper_parameters"]["method"] == "pt"
     assert set(saved["state_dict"]) == {"network.soft_prompt.embeddings", "network.backbone.classifier.weight", "network.backbone.classifier.bias"}
+    assert saved["state_dict"]["network.soft_prompt.embeddings"].shape == (100, 384)  # pt spends the budget on 100 tokens
     cli.main(args=["test", "--config", config, *limits, f"--ckpt_path={checkpoint}"])
     metrics = (tmp_path / "lightning_logs" / "version_1" / "metrics.csv").read_text().splitlines()
     header, values = metrics[0].split(","), metrics[-1].split(",")
