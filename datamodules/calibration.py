@@ -29,8 +29,8 @@ class CalibrationTextDataModule(LightningDataModule):
         num_samples: Sequences to produce (packed) or rows to draw (not packed).
         max_length: Tokens per sequence.
         pack: Concatenate rows into full sequences instead of padding each row.
-        skip_rows: Rows skipped after shuffling, so calibration rows differ from held-out
-            evaluation rows drawn from the same file.
+        max_rows: Read only the first ``max_rows`` rows of the file, in file order, before
+            shuffling; the rows after them stay unseen for held-out evaluation.
         batch_size: Sequences per batch.
         seed: Seed of the row order.
     """
@@ -44,7 +44,7 @@ class CalibrationTextDataModule(LightningDataModule):
         num_samples: int = 32,
         max_length: int = 256,
         pack: bool = True,
-        skip_rows: int = 0,
+        max_rows: int | None = None,
         batch_size: int = 8,
         seed: int = 233,
     ) -> None:
@@ -56,7 +56,7 @@ class CalibrationTextDataModule(LightningDataModule):
         self.num_samples = num_samples
         self.max_length = max_length
         self.pack = pack
-        self.skip_rows = skip_rows
+        self.max_rows = max_rows
         self.batch_size = batch_size
         self.seed = seed
         self.tokenizer = None
@@ -69,10 +69,12 @@ class CalibrationTextDataModule(LightningDataModule):
             KeyError: If the template names a column the rows do not have.
         """
         rows = load_rows(self.data_path, self.split)
+        if self.max_rows is not None:
+            rows = rows[: self.max_rows]
         order = list(range(len(rows)))
         random.Random(self.seed).shuffle(order)
         texts = []
-        for index in order[self.skip_rows:]:
+        for index in order:
             try:
                 text = self.template.format(**rows[index])
             except KeyError as error:

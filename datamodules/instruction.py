@@ -17,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from datamodules.knowledge_probes import KnowledgeProbes
 from datamodules.samplers import EpochSeededRandomSampler
 from datamodules.sources import load_rows
 
@@ -100,6 +101,8 @@ class InstructionDataModule(LightningDataModule):
         batch_size: Rows per batch.
         num_workers: DataLoader worker processes.
         seed: Seed of the train/validation split and of the shuffling.
+        knowledge_probes: World-knowledge probes added to ``test`` (see
+            :class:`~datamodules.knowledge_probes.KnowledgeProbes`).
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class InstructionDataModule(LightningDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         seed: int = 42,
+        knowledge_probes: KnowledgeProbes | None = None,
     ) -> None:
         super().__init__()
         if isinstance(field_map, str) and field_map not in FIELD_MAPS:
@@ -138,6 +142,7 @@ class InstructionDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.knowledge_probes = knowledge_probes
         self.tokenizer = None
         self.train_rows: list[dict] = []
         self.val_rows: list[dict] = []
@@ -150,6 +155,8 @@ class InstructionDataModule(LightningDataModule):
             from lightning_modules.model_loading import load_tokenizer
 
             self.tokenizer = load_tokenizer(self.tokenizer_source)
+        if self.knowledge_probes is not None and stage in ("test", None):
+            self.knowledge_probes.setup(self.tokenizer)
         if self.train_rows or self.test_rows:
             return
         rows = format_rows(load_rows(self.data_path, self.split), self.field_map, self.preset, self.data_path)
@@ -204,6 +211,7 @@ class InstructionDataModule(LightningDataModule):
             prompt_ids[i, prompt_width - length:] = torch.tensor(item["prompt_ids"])
             prompt_mask[i, prompt_width - length:] = 1
         return {
+            "kind": "task",
             "input_ids": input_ids,  # (B, T)
             "attention_mask": attention_mask,  # (B, T)
             "labels": labels,  # (B, T)
@@ -230,8 +238,11 @@ class InstructionDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_rows, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_rows, shuffle=False)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        task = self._loader(self.test_rows, shuffle=False)
+        if self.knowledge_probes is None:
+            return task
+        return [task, *self.knowledge_probes.dataloaders()]
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_rows, shuffle=False)

@@ -9,7 +9,9 @@ one needs the same pre-trained model source.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +20,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
 from lightning_modules.adapters.initializers import get_initializer, initialize_adapters
-from lightning_modules.adapters.lora import LoRALinear, inject_lora, is_adapter_key, iter_lora_layers
+from lightning_modules.adapters.lora import LoRALinear, initial_adapter_state, inject_lora, is_adapter_key, iter_lora_layers
+from lightning_modules.causal_lm_evaluation import RetentionEvaluator
 from lightning_modules.metrics.answers import answers_match, extract_final_answer
 from lightning_modules.model_loading import load_causal_lm, load_tokenizer, parse_dtype
 
@@ -41,7 +44,11 @@ class CausalLMFineTuning(LightningModule):
         learning_rate: AdamW learning rate of the default optimiser.
         weight_decay: AdamW weight decay of the default optimiser.
         warmup_ratio: Fraction of training steps with linear warm-up before cosine decay.
-        max_new_tokens: Tokens generated per prompt in ``test`` and ``predict``.
+        max_new_tokens: Tokens generated per task prompt in ``test`` and ``predict``.
+        evaluate_base: In ``test``, also evaluate the base model (the adapters at their initial
+            factors) and log ``test/base/…`` and ``test/relative/…``.
+        results_file: Name of the JSON file with the test metrics, written to the trainer's log
+            directory after ``test``.
         trust_remote_code: Allow model code from the model source to run. Off by default.
     """
 
@@ -59,6 +66,8 @@ class CausalLMFineTuning(LightningModule):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.03,
         max_new_tokens: int = 96,
+        evaluate_base: bool = True,
+        results_file: str = "test_results.json",
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
@@ -71,8 +80,7 @@ class CausalLMFineTuning(LightningModule):
         # Checkpoints hold adapter tensors only; the pre-trained weights come from the model source.
         self.strict_loading = False
         self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
-        self.test_exact_match = MeanMetric()
+        self.evaluator = RetentionEvaluator()
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -135,35 +143,39 @@ class CausalLMFineTuning(LightningModule):
         self.val_loss.reset()
 
     @torch.no_grad()
-    def generate(self, batch: dict[str, Any]) -> list[str]:
+    def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:
         """Greedy generation from the left-padded prompts of a batch; returns the new text only."""
         prompt_ids = batch["prompt_input_ids"]
         output = self.model.generate(
             input_ids=prompt_ids,
             attention_mask=batch["prompt_attention_mask"],
-            max_new_tokens=self.hparams.max_new_tokens,
+            max_new_tokens=max_new_tokens or self.hparams.max_new_tokens,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
         )
         return self.tokenizer.batch_decode(output[:, prompt_ids.shape[1]:], skip_special_tokens=True)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss = self(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
-        self.test_loss.update(loss, weight=self.response_token_count(batch["labels"]))
-        generations = self.generate(batch)
-        matches = torch.tensor(
-            [float(answers_match(text, reference)) for text, reference in zip(generations, batch["references"])],
-            device=self.device,
-        )
-        self.test_exact_match.update(matches)
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluator.step(self.model, batch, self.generate, "tuned", self.hparams.max_new_tokens)
+        if self.hparams.evaluate_base:
+            with initial_adapter_state(self.model):
+                self.evaluator.step(self.model, batch, self.generate, "base", self.hparams.max_new_tokens)
 
     def on_test_epoch_end(self) -> None:
-        loss = self.test_loss.compute()
-        self.log("test/loss", loss)
-        self.log("test/ppl", torch.exp(loss))
-        self.log("test/exact_match", self.test_exact_match.compute())
-        self.test_loss.reset()
-        self.test_exact_match.reset()
+        for name, value in self.evaluator.compute().items():
+            self.log(f"test/{name}", value)  # already reduced across ranks by the metrics
+
+    def on_test_end(self) -> None:
+        log_dir = self.trainer.log_dir
+        if not self.trainer.is_global_zero or log_dir is None:
+            return
+        results = {key: float(value) for key, value in self.trainer.callback_metrics.items() if key.startswith("test/")}
+        results["init"] = self.hparams.init
+        results["model"] = self.hparams.model_name_or_path
+        path = Path(log_dir) / self.hparams.results_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        rank_zero_info(f"Test results written to {path}")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         generations = self.generate(batch)

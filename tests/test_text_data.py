@@ -136,7 +136,7 @@ def test_real_gsm8k_rows_get_final_answers(model_folder):
 @requires_shared_data
 def test_real_nq_open_calibration(model_folder):
     path = SHARED_DATA / "text" / "nq_open" / "NQ-open.dev.jsonl"
-    data = CalibrationTextDataModule(str(path), tokenizer=model_folder, num_samples=4, max_length=256, skip_rows=100)
-    assert len(data.texts()) == 3610 - 100
+    data = CalibrationTextDataModule(str(path), tokenizer=model_folder, num_samples=4, max_length=256, max_rows=1000)
+    assert len(data.texts()) == 1000
     data.setup()
     assert sum(len(sequence) for sequence in data.sequences) == 4 * 256

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -280,3 +281,22 @@ def kaiming_uniform_like_linear(shape: tuple[int, int], generator: torch.Generat
     fan_in = shape[1]
     bound = math.sqrt(6.0 / ((1 + 5.0) * fan_in))  # gain sqrt(2 / (1 + a^2)) with a = sqrt(5)
     return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+
+
+@contextmanager
+def initial_adapter_state(model: nn.Module) -> Iterator[None]:
+    """Temporarily set every adapter's factors to their initial values, so that the model
+    computes the pre-trained model's function (``W_res + s B0 A0 = W``)."""
+    saved = []
+    with torch.no_grad():
+        for _, adapter in iter_lora_layers(model):
+            saved.append((adapter, adapter.lora_A.detach().clone(), adapter.lora_B.detach().clone()))
+            adapter.lora_A.copy_(adapter.init_A.to(adapter.lora_A.dtype))
+            adapter.lora_B.copy_(adapter.init_B.to(adapter.lora_B.dtype))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for adapter, lora_A, lora_B in saved:
+                adapter.lora_A.copy_(lora_A)
+                adapter.lora_B.copy_(lora_B)
