@@ -115,3 +115,35 @@ def test_merged_model_matches_and_saves(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     with torch.no_grad():
         assert relative_error(reloaded(input_ids).logits, ours) < 1e-5
+
+
+def test_export_callback_after_fit(tmp_path):
+    from lightning.pytorch import Trainer, seed_everything
+    from transformers import AutoModelForCausalLM
+
+    from callbacks.adapter_export import AdapterExport
+    from datamodules.instruction import InstructionDataModule
+    from lightning_modules.causal_lm import CausalLMFineTuning
+    from tiny_causal_lm import save_tiny_model
+
+    seed_everything(0)
+    folder = str(save_tiny_model(tmp_path / "tiny"))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps({"instruction": f"{i}*2", "output": str(2 * i)}) for i in range(16)))
+    module = CausalLMFineTuning(model_name_or_path=folder, target_modules=TARGETS, rank=4, init="pissa",
+                                learning_rate=1e-2, warmup_ratio=0.0)
+    data = InstructionDataModule(str(rows), tokenizer=folder, val_size=4, batch_size=4)
+    trainer = Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                      limit_val_batches=0, default_root_dir=str(tmp_path), callbacks=[AdapterExport(merged=True)])
+    trainer.fit(module, datamodule=data)
+    input_ids = torch.randint(4, 90, (2, 12))
+    with torch.no_grad():
+        ours = module.model(input_ids).logits
+    adapter = tmp_path / "export" / "peft_adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8  # PiSSA exports rank 2r
+    base = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        theirs = peft.PeftModel.from_pretrained(base, str(adapter))(input_ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "export" / "merged")(input_ids).logits
+    assert relative_error(theirs, ours) < 1e-4
+    assert relative_error(merged, ours) < 1e-5
