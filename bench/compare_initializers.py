@@ -1,0 +1,108 @@
+"""Train and test each LoRA-family initialiser with one config, then tabulate and plot them.
+
+Every method runs with the same seed, model, data, rank and steps; only
+``model.init_args.init`` changes. The base model is tested once (plain LoRA with no training
+is the base model exactly). The script writes ``results.json``, ``results.md`` (a Markdown
+table with the base model as the first row and retention relative to it) and
+``task_vs_retention.png`` (task exact match against knowledge retention, one point per method).
+
+Usage::
+
+    python bench/compare_initializers.py --config configs/lora_null/compare_cpu_local.yaml \\
+        [--methods lora pissa milora corda_kpm lora_null_v1 lora_null_v2] [--output runs/compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_info
+
+from cli import build_cli
+
+METHODS = ["lora", "pissa", "milora", "corda_kpm", "lora_null_v1", "lora_null_v2"]
+COLUMNS = [
+    ("test/exact_match", "GSM8K EM"),
+    ("test/knowledge/qa_exact_match", "NQ EM"),
+    ("test/knowledge/qa_answer_loglik", "NQ answer log-lik"),
+    ("test/knowledge/cloze_accuracy", "cloze acc"),
+    ("test/knowledge/heldout_ppl", "held-out ppl"),
+]
+
+
+def run_method(config: str, method: str, output: Path) -> dict:
+    start = time.perf_counter()
+    common = ["--config", config, "--trainer.default_root_dir", str(output / method)]
+    if method == "base":
+        cli = build_cli([*common, "--model.init_args.init", "lora"], run=False)
+    else:
+        cli = build_cli([*common, "--model.init_args.init", method], run=False)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule)[0]
+    metrics = {key: float(value) for key, value in metrics.items()}
+    metrics["seconds"] = time.perf_counter() - start
+    train_loss = cli.trainer.callback_metrics.get("train/loss")
+    if train_loss is not None:
+        metrics["final_train_loss"] = float(train_loss)
+    rank_zero_info(f"{method}: {json.dumps(metrics)}")
+    return metrics
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    base = results["base"]
+    header = "| method | " + " | ".join(label for _, label in COLUMNS) + " | NQ log-lik vs base | cloze vs base | final train loss | seconds |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 5)]
+    for method, metrics in results.items():
+        cells = [f"{metrics.get(key, float('nan')):.4f}" for key, _ in COLUMNS]
+        loglik_delta = metrics["test/knowledge/qa_answer_loglik"] - base["test/knowledge/qa_answer_loglik"]
+        cloze_ratio = metrics["test/knowledge/cloze_accuracy"] / max(base["test/knowledge/cloze_accuracy"], 1e-9)
+        loss = metrics.get("final_train_loss")
+        lines.append(
+            f"| {method} | " + " | ".join(cells)
+            + f" | {loglik_delta:+.4f} | {cloze_ratio:.3f} | {'-' if loss is None else f'{loss:.3f}'} | {metrics['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = results["base"]
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for method, metrics in results.items():
+        retention = metrics["test/knowledge/qa_answer_loglik"] - base["test/knowledge/qa_answer_loglik"]
+        axis.scatter(retention, metrics["test/exact_match"], marker="*" if method == "base" else "o", s=80)
+        axis.annotate(method, (retention, metrics["test/exact_match"]), textcoords="offset points", xytext=(5, 5))
+    axis.set_xlabel("NQ-open answer log-likelihood change vs base (nats/token, higher = less forgetting)")
+    axis.set_ylabel("GSM8K exact match")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="method config; its init is overridden per method")
+    parser.add_argument("--methods", nargs="+", default=METHODS, help="initialisers to compare")
+    parser.add_argument("--output", default="runs/compare", help="folder for runs, results and the plot")
+    args = parser.parse_args()
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    results_path = output / "results.json"
+    for method in ["base", *args.methods]:
+        results[method] = run_method(args.config, method, output)
+        results_path.write_text(json.dumps(results, indent=2) + "\n")  # kept after every method
+    (output / "results.md").write_text(markdown_table(results))
+    plot(results, output / "task_vs_retention.png")
+    rank_zero_info(f"Wrote {results_path}, {output / 'results.md'} and {output / 'task_vs_retention.png'}")
+
+
+if __name__ == "__main__":
+    main()
