@@ -140,16 +140,19 @@ def test_charades_standin_fit_test_predict(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[writer])
     trainer.fit(model, datamodule=data)
     assert data.reports["train"].read == 12408
+
     (results,) = trainer.test(model, datamodule=data, verbose=False)
     for name in METRIC_NAMES:
         assert 0.0 <= results[f"test/{name}"] <= 1.0
         assert f"test/random/{name}" in results
     assert results["test/count"] == 48
+
     trainer.predict(model, datamodule=data, return_predictions=False)
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 48
     first = records[0]
-    assert first["video"] == "3MSZA" and first["sentence"] == "person turn a light on."
+    assert first["video"] == "3MSZA"
+    assert first["sentence"] == "person turn a light on."
     assert len(first["moments"]) == 5
     assert all(0.0 <= start < end <= first["duration"] + 1e-3 for start, end, _ in first["moments"])
     assert [score for _, _, score in first["moments"]] == sorted((score for _, _, score in first["moments"]), reverse=True)
@@ -245,4 +248,5 @@ def test_configs_print(config, capsys):
         cli.main(args=["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "TemporalGrounding" in printed and "feature_dim" in printed
+    assert "TemporalGrounding" in printed
+    assert "feature_dim" in printed

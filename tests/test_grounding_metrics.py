@@ -83,8 +83,8 @@ def test_decode_top_k_applies_nms_in_seconds():
     start = torch.log_softmax(torch.tensor([[5.0, 4.9, 0, 0, 0, 0, 0, 3.0, 0, 0]]), dim=-1)
     end = torch.log_softmax(torch.tensor([[0, 0, 0, 0, 5.0, 0, 0, 0, 0, 3.0]]), dim=-1)
     spans, scores = decode_top_k_spans(start, end, torch.tensor([20.0]), top_k=3, nms_threshold=0.5, max_span_clips=num_clips)
-    # Span scores: (0, 4) 10.0; (1, 4) 9.9 and (0, 9) 8.0 overlap it by IoU 0.8 and 0.5, so NMS
-    # drops them; (1, 9) 7.9 has IoU 0.4 and stays; (7, 9) 6.0 follows.
+    # The best span (0, 4) scores 10.0. NMS drops (1, 4) at 9.9 and (0, 9) at 8.0, which overlap
+    # it by IoU 0.8 and 0.5. Next come (1, 9) at 7.9 with IoU 0.4, then (7, 9) at 6.0.
     assert spans[0, 0].tolist() == pytest.approx([0.0, 10.0])
     assert spans[0, 1].tolist() == pytest.approx([2.0, 20.0])
     assert spans[0, 2].tolist() == pytest.approx([14.0, 20.0])
@@ -128,4 +128,5 @@ def test_random_spans_depend_only_on_query():
     second = random_spans(durations[1:], torch.tensor([7]), top_k=5, seed=1)
     assert torch.equal(first[1], second[0])
     assert bool((first[..., 0] <= first[..., 1]).all())
-    assert bool((first[1] <= 30.0).all()) and bool((first >= 0).all())
+    assert bool((first[1] <= 30.0).all())
+    assert bool((first >= 0).all())

@@ -91,8 +91,10 @@ def test_jsonl_bad_rows_are_counted(tmp_path):
     assert report.examples[REJECT_EMPTY_SENTENCE] == ["queries.jsonl:3"]
     assert report.examples[REJECT_MALFORMED][0].startswith("queries.jsonl:5")
     messages = " ".join(str(warning.message) for warning in warnings)
-    assert "empty sentence" in messages and "queries.jsonl:3" in messages
-    assert "malformed line" in messages and "queries.jsonl:6" in messages
+    assert "empty sentence" in messages
+    assert "queries.jsonl:3" in messages
+    assert "malformed line" in messages
+    assert "queries.jsonl:6" in messages
 
 
 def test_charades_malformed_and_unknown_video(tmp_path):

@@ -70,6 +70,9 @@ def test_npy_npz_and_hdf5_stores(tmp_path):
     assert store.find_unavailable(["v1", "v9"]) == {"v9": f"key 'v9/c3d_features' not found in {tmp_path / 'features.h5'}"}
     with pytest.raises(ValueError, match=r"v1.npy have shape \(5, 4\); expected \(T >= 1, 8\)"):
         NpyFolderFeatures(str(tmp_path), 8).load("v1")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "v1.npy").read_bytes()[:90])
+    with pytest.raises(ValueError, match="cannot read features from .*cut.npy"):
+        NpyFolderFeatures(str(tmp_path), 4).load("cut")
 
 
 def test_missing_feature_file_is_counted(tmp_path):
@@ -100,7 +103,8 @@ def test_corrupt_and_truncated_videos_are_skipped(tmp_path):
     with pytest.warns(UserWarning, match="truncated.mp4"):
         unavailable = store.find_unavailable(["good", "truncated", "corrupt"])
     assert sorted(unavailable) == ["corrupt", "truncated"]
-    assert "decord cannot open" in unavailable["corrupt"] and str(videos / "corrupt.mp4") in unavailable["corrupt"]
+    assert "decord cannot open" in unavailable["corrupt"]
+    assert str(videos / "corrupt.mp4") in unavailable["corrupt"]
     assert store.load("good").shape == (20, 64)  # 40 frames at 8 fps is 5 s, sampled at 4 fps
 
 

@@ -40,21 +40,44 @@ class GroundingDataset(Dataset):
         word_vectors: Word vector table.
         num_clips: Clips per video ``N``.
         max_words: Tokens kept per sentence.
+        cache_bytes: Memory for resampled clip features kept between epochs (per loader
+            process); videos beyond it are read from the store each time.
     """
 
-    def __init__(self, queries: list[GroundingQuery], features: FeatureStore, word_vectors: WordVectors, num_clips: int, max_words: int) -> None:
+    def __init__(
+        self,
+        queries: list[GroundingQuery],
+        features: FeatureStore,
+        word_vectors: WordVectors,
+        num_clips: int,
+        max_words: int,
+        cache_bytes: int = 512 * 2**20,
+    ) -> None:
         self.queries = queries
         self.features = features
         self.word_vectors = word_vectors
         self.num_clips = num_clips
         self.max_words = max_words
+        self.cache_bytes = cache_bytes
+        self._clip_cache: dict[str, torch.Tensor] = {}
+        self._cached_bytes = 0
+
+    def clips_of(self, video_id: str) -> torch.Tensor:
+        """Return the ``(N, F)`` resampled features of a video, from memory when cached."""
+        clips = self._clip_cache.get(video_id)
+        if clips is None:
+            clips = torch.from_numpy(resample_clips(self.features.load(video_id), self.num_clips))
+            size = clips.numel() * clips.element_size()
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._clip_cache[video_id] = clips
+                self._cached_bytes += size
+        return clips
 
     def __len__(self) -> int:
         return len(self.queries)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         query = self.queries[index]
-        clips = resample_clips(self.features.load(query.video_id), self.num_clips)
         words = self.word_vectors.encode(query.sentence, self.max_words)
         if len(words) == 0:
             # Readers reject empty sentences; a sentence of symbols only has no tokens either.
@@ -65,7 +88,7 @@ class GroundingDataset(Dataset):
             "index": index,
             "video_id": query.video_id,
             "sentence": query.sentence,
-            "features": torch.from_numpy(clips),
+            "features": self.clips_of(query.video_id),
             "words": torch.from_numpy(words),
             "span": span,
             "duration": duration,

@@ -85,11 +85,14 @@ class NpyFolderFeatures(FeatureStore):
 
     def read(self, video_id: str) -> np.ndarray:
         path = self.path_for(video_id)
-        if path.suffix == ".npz":
-            with np.load(path) as archive:
-                key = self.npz_key or archive.files[0]
-                return archive[key]
-        return np.load(path)
+        try:
+            if path.suffix == ".npz":
+                with np.load(path) as archive:
+                    key = self.npz_key or archive.files[0]
+                    return archive[key]
+            return np.load(path)
+        except (ValueError, OSError, EOFError, KeyError, IndexError) as error:
+            raise ValueError(f"cannot read features from {path}: {error}. Re-extract or re-download this file.") from error
 
 
 class HDF5Features(FeatureStore):

@@ -6,7 +6,7 @@ and writes ``(T, F)`` float32 ``.npy`` files. Later calls, later epochs and late
 the cache and decode nothing. A video that is missing, truncated or corrupt is reported with
 the reason and skipped by the data module, which counts and logs it.
 
-The cache key holds the video's resolved path, size and modification time, the extractor's
+The cache key contains the video's resolved path, size and modification time, the extractor's
 signature and the sampling settings, so changing any of them computes new features.
 """
 

@@ -6,11 +6,11 @@ gating and encoder types below are this suite's choices, each a constructor argu
 
 1. Query encoder: frozen word vectors ``(B, L, E)`` into a bidirectional GRU or LSTM.
 2. Video encoder: clip features ``(B, N, F)`` projected to width ``H`` and, optionally, a BiGRU.
-3. Iterative attention, repeated ``K`` times (:class:`BilateralAttentionStep`):
-   query-by-video (every word attends over all clips; words are enhanced with their video
-   context and pooled into an integrated query), then video-by-query (every clip attends over
-   the enhanced words and is fused with that context and the integrated query through a gate).
-   The updated clips feed the next step.
+3. Iterative attention, repeated ``K`` times (:class:`BilateralAttentionStep`). First,
+   query by video: every word attends over all clips, is enhanced with its video context,
+   and the enhanced words are pooled into an integrated query. Then, video by query: every
+   clip attends over the enhanced words and a gate fuses it with that context and the
+   integrated query. The updated clips feed the next step.
 4. Cross-modal representation ``[v; v * q; q]`` and a temporal encoder over clips.
 5. Content-oriented heads, no anchors: per-clip start and end logits and an "inside the
    moment" content logit.
@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-NEGATIVE_INFINITY = -1e9  # added to masked attention logits; finite so fully masked rows stay finite
+NEGATIVE_INFINITY = -1e9  # fills masked logits; it is finite, so a fully masked row gives no NaN
 
 
 @dataclass
