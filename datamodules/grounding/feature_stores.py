@@ -96,7 +96,7 @@ class NpyFolderFeatures(FeatureStore):
 
 
 class HDF5Features(FeatureStore):
-    """One HDF5 file: ``file[video_id]`` is the ``(T, F)`` array, or a group holding ``dataset_name``.
+    """One HDF5 file: ``file[video_id]`` is the ``(T, F)`` array, or a group that contains ``dataset_name``.
 
     The file is opened lazily in each process (HDF5 handles must not cross a fork).
 

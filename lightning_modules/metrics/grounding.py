@@ -1,10 +1,13 @@
 """Temporal grounding metrics: R@k at IoU thresholds and mean IoU of the top-1 span.
 
 A prediction is a hit at threshold ``t`` when its IoU with the ground-truth span is
-``>= t`` (greater or equal; some papers use ``>``, which gives lower numbers at equality).
+``>= t`` (greater or equal). Some papers use ``>``, which gives lower numbers at equality.
 R@k is the fraction of queries with at least one hit among their top ``k`` predicted spans;
 mIoU averages the IoU of the top-1 span over queries. All states are sums, reduced with
 ``sum`` across processes, so a DDP run gives the values of one process over the same queries.
+
+NOTE: Lightning's ``DistributedSampler`` pads a split whose size does not divide by the number
+of processes with repeated queries, and those repeats are counted here like any other query.
 """
 
 from __future__ import annotations
