@@ -250,3 +250,26 @@ def test_checkpoint_with_other_targets_is_rejected(tmp_path, model_folder, train
     other = CausalLMFineTuning(model_name_or_path=str(model_folder), target_modules=["q_proj"], rank=4)
     with pytest.raises(ValueError, match=r"adapters do not match.*missing.*unexpected.*target_modules"):
         make_trainer(tmp_path, []).test(other, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+
+
+@pytest.mark.slow
+def test_ddp_checkpoint_tests_alike_in_one_process(tmp_path, model_folder, train_file):
+    seed_everything(0)
+    module, data, calibration = make_parts(model_folder, train_file, tmp_path / "cache")
+    module.hparams.evaluate_base = False
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    make_trainer(tmp_path, [calibration, checkpoints], max_steps=3, devices=2, strategy="ddp_fork").fit(module, datamodule=data)
+    last = str(tmp_path / "ckpt" / "last.ckpt")
+
+    results = {}
+    for devices, strategy in ((2, "ddp_fork"), (1, "auto")):
+        seed_everything(0)
+        module, data, _ = make_parts(model_folder, train_file, tmp_path / "cache")
+        module.hparams.evaluate_base = False
+        trainer = make_trainer(tmp_path, [], devices=devices, strategy=strategy)
+        trainer.test(module, datamodule=data, ckpt_path=last)
+        results[devices] = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    assert set(results[1]) == set(results[2]) and "test/loss" in results[1]
+    for key, value in results[1].items():
+        # 4 test rows split 2 + 2 over the ranks: no padding, so the sums are equal.
+        assert results[2][key] == pytest.approx(value, rel=1e-5), key
