@@ -8,6 +8,12 @@ once. Under DDP every rank processes a disjoint share of the batches, the sums a
 counts are reduced across ranks, rank 0 computes the bases and broadcasts them, so every rank
 builds identical adapters.
 
+Under FSDP2 (``ModelParallelStrategy``) the adapted weights are sharded. Every rank then runs
+the same number of forward passes, because each pass all-gathers parameters: a rank with one
+batch fewer repeats a batch whose tokens it does not count. The initialisation gathers one
+layer's weight at a time on every rank and writes the residual base and the factors back
+sharded, taking rank 0's values.
+
 The bases are cached on disk in safetensors, keyed by the model source, a fingerprint of the
 adapted weights, the calibration token ids, the rank and the precision. A second run or a
 resumed run does not recompute them; a resumed run restores initialised adapters from its
@@ -31,6 +37,7 @@ from tqdm.auto import tqdm
 from lightning_modules.adapters.initializers import get_initializer, initialize_adapters, null_space_basis
 from lightning_modules.adapters.lora import LoRALinear, iter_lora_layers
 from lightning_modules.model_loading import cache_root
+from lightning_modules.parallel import is_sharded, reshard_all
 
 FINGERPRINT_VALUES = 64
 
@@ -161,6 +168,7 @@ class NullSpaceCalibration(Callback):
                 f"needs at least one, so add calibration samples or lower its batch_size."
             )
         results = self.compute_bases(trainer, pl_module, pending, batches, initializer.calibration)
+        reshard_all(pl_module)  # the initialisation writes into the sharded parameters
         initialize_adapters(pending, method, bases=results, dtype=self.precision)
         rank_zero_info(f"Initialised {len(pending)} adapters with {method}.")
 
@@ -194,6 +202,10 @@ class NullSpaceCalibration(Callback):
         kind: str,
     ) -> dict[str, torch.Tensor] | None:
         shard = batches[trainer.global_rank::trainer.world_size]
+        if is_sharded(pl_module):
+            # Every forward pass all-gathers parameters, so every rank must run as many.
+            passes = -(-len(batches) // trainer.world_size)
+            shard = shard + [{**shard[0], "count_tokens": False}] * (passes - len(shard))
         was_training = pl_module.training
         pl_module.eval()
         accumulator = accumulate_second_moments(
@@ -272,14 +284,16 @@ def accumulate_second_moments(
     """Run ``model`` over calibration batches and sum the second moments of the adapters' inputs.
 
     The model should be in eval mode. Each batch is a dict with ``input_ids`` and
-    ``attention_mask`` of shape (B, T).
+    ``attention_mask`` of shape (B, T). A batch with ``count_tokens`` False runs the forward
+    pass but adds nothing to the sums.
     """
     accumulator = SecondMomentAccumulator(adapters, dtype=dtype, device=torch.device("cpu") if offload_to_cpu else None)
     with accumulator:
         for batch in tqdm(batches, desc="Calibration", unit="batch", disable=not progress):
             input_ids = batch["input_ids"].to(device)
             attention_mask = batch["attention_mask"].to(device)
-            accumulator.begin_batch(attention_mask)
+            counted = attention_mask if batch.get("count_tokens", True) else torch.zeros_like(attention_mask)
+            accumulator.begin_batch(counted)
             model(input_ids=input_ids, attention_mask=attention_mask)
             accumulator.end_batch()
     return accumulator

@@ -23,7 +23,8 @@ from lightning_modules.adapters.initializers import get_initializer, initialize_
 from lightning_modules.adapters.lora import LoRALinear, initial_adapter_state, inject_lora, is_adapter_key, iter_lora_layers
 from lightning_modules.causal_lm_evaluation import RetentionEvaluator
 from lightning_modules.metrics.answers import answers_match, extract_final_answer
-from lightning_modules.model_loading import load_causal_lm, load_tokenizer, parse_dtype
+from lightning_modules.model_loading import load_causal_lm, load_tokenizer, parse_dtype, resolve_source
+from lightning_modules.parallel import data_parallel_mesh, shard_modules
 
 
 class CausalLMFineTuning(LightningModule):
@@ -83,27 +84,86 @@ class CausalLMFineTuning(LightningModule):
         self.evaluator = RetentionEvaluator()
 
     def configure_model(self) -> None:
+        """Load the model, inject the adapters and, under ``ModelParallelStrategy``, shard it.
+
+        Without a device mesh every process loads the whole model. With one (FSDP2 through
+        ``ModelParallelStrategy``, whose ``tensor_parallel_size`` must be 1):
+
+        1. Rank 0 loads the pre-trained weights into CPU memory with ``from_pretrained``. The
+           other ranks build the same architecture from its config with parameters on the meta
+           device (``accelerate.init_empty_weights``), so they allocate no weights.
+        2. Every rank injects the adapters and applies ``fully_shard`` to each decoder layer
+           (the classes in the model's ``_no_split_modules``) and then to the whole model.
+        3. ``set_model_state_dict(..., broadcast_from_rank0=True)`` sends rank 0's weights one
+           tensor at a time; each rank keeps its own rows. Rank 0 then frees its whole copy.
+        4. Initialisers that need no calibration (``lora``, ``pissa``, ``milora``) run now on
+           the sharded weights, gathering one layer at a time.
+
+        NOTE: rank 0 still keeps the whole model in CPU memory once, during loading, so a model
+        larger than one machine's CPU memory cannot be loaded. ``FSDPStrategy`` (FSDP1) sets no
+        device mesh and takes the first path: every rank loads the whole model before Lightning
+        wraps it.
+        """
         if self.model is not None:
             return
         hp = self.hparams
         self.tokenizer = load_tokenizer(hp.model_name_or_path, trust_remote_code=hp.trust_remote_code)
-        model = load_causal_lm(hp.model_name_or_path, parse_dtype(hp.dtype), trust_remote_code=hp.trust_remote_code)
+        initializer = get_initializer(hp.init)
+        mesh = data_parallel_mesh(self.device_mesh) if self.device_mesh is not None else None
+        if mesh is None:
+            model = load_causal_lm(hp.model_name_or_path, parse_dtype(hp.dtype), trust_remote_code=hp.trust_remote_code)
+        else:
+            model = self._load_on_rank_zero()
         self.adapters = inject_lora(model, hp.target_modules, hp.rank, alpha=hp.alpha if hp.alpha is not None else hp.rank, dropout=hp.dropout)
         model.train()  # from_pretrained returns eval mode; Lightning switches modes per stage
+        for adapter in self.adapters.values():
+            # Before initialisation the adapters have zero factors: the model equals the base model.
+            adapter.set_freeze_A(initializer.freeze_A)
+        if mesh is not None:
+            self._shard_and_broadcast(model, mesh)
         self.model = model
-        initializer = get_initializer(hp.init)
         if not initializer.needs_covariance:
             initialize_adapters(self.adapters, hp.init, seed=hp.init_seed)
-        else:
-            # Before calibration the adapters have zero factors: the model equals the base model.
-            for adapter in self.adapters.values():
-                adapter.set_freeze_A(initializer.freeze_A)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
+        sharding = f", sharded over {mesh.size()} processes" if mesh is not None else ""
         rank_zero_info(
             f"{hp.init} adapters on {len(self.adapters)} layers: {trainable:,} trainable of {total:,} parameters "
-            f"({100 * trainable / total:.3f} %)."
+            f"({100 * trainable / total:.3f} %){sharding}."
         )
+
+    def _load_on_rank_zero(self) -> torch.nn.Module:
+        """Load the pre-trained model on global rank 0; build it with meta-device parameters elsewhere."""
+        hp = self.hparams
+        dtype = parse_dtype(hp.dtype)
+        if torch.distributed.get_rank() == 0:
+            return load_causal_lm(hp.model_name_or_path, dtype, trust_remote_code=hp.trust_remote_code)
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        source = resolve_source(hp.model_name_or_path)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=hp.trust_remote_code)
+        # Buffers stay real: non-persistent ones (rotary frequencies) are not in the state dict.
+        with init_empty_weights(include_buffers=False):
+            return AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=hp.trust_remote_code)
+
+    @staticmethod
+    def _shard_and_broadcast(model: torch.nn.Module, mesh) -> None:
+        """Shard ``model`` with FSDP2 and fill every rank's shards from rank 0's weights."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+        layers = [module for module in model.modules() if type(module).__name__ in layer_classes]
+        if not layers:
+            raise ValueError(
+                f"{type(model).__name__} names no decoder layer classes in _no_split_modules, so FSDP2 has no "
+                f"blocks to shard; use the ddp or fsdp trainer configs for this model."
+            )
+        full_state = model.state_dict() if torch.distributed.get_rank() == 0 else {}
+        shard_modules(model, layers, mesh)
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=True)
+        set_model_state_dict(model, full_state, options=options)
+        del full_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)

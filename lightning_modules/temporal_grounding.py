@@ -17,6 +17,7 @@ from lightning_modules.grounding.fian import FIAN, FIANOutput
 from lightning_modules.grounding.losses import grounding_loss
 from lightning_modules.grounding.spans import decode_top_k_spans, random_spans
 from lightning_modules.metrics.grounding import GroundingRecall
+from lightning_modules.parallel import data_parallel_mesh, is_sharded, shard_modules
 
 
 class TemporalGrounding(LightningModule):
@@ -93,6 +94,20 @@ class TemporalGrounding(LightningModule):
                 for name in ("val_model", "val_random", "test_model", "test_random")
             }
         )
+
+    def configure_model(self) -> None:
+        """Shard the network with FSDP2 when ``ModelParallelStrategy`` provides a device mesh.
+
+        The network is built in ``__init__``; without a mesh (single process, DDP) nothing
+        changes. With one, each attention step, the two encoders, the temporal encoder and the
+        heads become separate ``fully_shard`` groups, and the remaining cross-modal layer
+        belongs to the root group. Every parameter trains, so checkpoints hold the whole network.
+        """
+        if self.device_mesh is None or is_sharded(self.model):
+            return
+        network = self.model
+        blocks = [*network.steps, network.query_encoder, network.video_encoder, network.temporal_encoder, network.heads]
+        shard_modules(network, blocks, data_parallel_mesh(self.device_mesh))
 
     def forward(self, batch: dict[str, Any]) -> FIANOutput:
         return self.model(batch["features"], batch["clip_mask"], batch["words"], batch["word_mask"])

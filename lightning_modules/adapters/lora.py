@@ -8,6 +8,10 @@ the layer computes exactly ``W x + b`` at the start. The factors ``A0, B0`` are 
 buffers: an adapter-only state dict (see :func:`adapter_state_dict`) contains everything needed
 to rebuild ``W_res`` from the unmodified pre-trained weight.
 
+Under FSDP2 the base weight and the factors ``A`` and ``B`` are ``DTensor`` shards. The methods
+that need a whole weight gather it (one layer at a time) and write the result back sharded.
+They are then collective calls, so every rank must make them in the same order.
+
 This module is plain PyTorch and does not import Lightning.
 """
 
@@ -20,6 +24,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from lightning_modules.parallel import copy_full_into, gather_full
 
 
 class LoRALinear(nn.Module):
@@ -105,8 +111,9 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def original_weight(self) -> torch.Tensor:
-        """Return the pre-trained weight ``W = W_res + s * B0 A0`` in float32."""
-        weight = self.base.weight.float()
+        """Return the whole pre-trained weight ``W = W_res + s * B0 A0`` in float32 (gathered
+        from all ranks when the base weight is sharded)."""
+        weight = gather_full(self.base.weight).float()
         if self._residual_applied:
             weight = weight + self.scale * (self.init_B @ self.init_A)
         return weight
@@ -132,8 +139,8 @@ class LoRALinear(nn.Module):
         self._restore_original_weight()
         self.init_A.copy_(A.float())
         self.init_B.copy_(B.float())
-        self.lora_A.copy_(A.to(self.lora_A.dtype))
-        self.lora_B.copy_(B.to(self.lora_B.dtype))
+        copy_full_into(self.lora_A, A)
+        copy_full_into(self.lora_B, B)
         self.init_method_id.fill_(method_id)
         self._apply_residual()
         self.set_freeze_A(freeze_A)
@@ -144,15 +151,15 @@ class LoRALinear(nn.Module):
 
     def _restore_original_weight(self) -> None:
         if self._residual_applied:
-            self.base.weight.copy_(self.original_weight().to(self.base.weight.dtype))
+            copy_full_into(self.base.weight, self.original_weight())
             self._residual_applied = False
 
     def _apply_residual(self) -> None:
         if not torch.any(self.init_B != 0):
             return
         # W_res = W - s * B0 A0, computed in float32 whatever the base dtype.
-        residual = self.base.weight.float() - self.scale * (self.init_B @ self.init_A)
-        self.base.weight.copy_(residual.to(self.base.weight.dtype))
+        residual = gather_full(self.base.weight).float() - self.scale * (self.init_B @ self.init_A)
+        copy_full_into(self.base.weight, residual)
         self._residual_applied = True
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -291,8 +298,8 @@ def initial_adapter_state(model: nn.Module) -> Iterator[None]:
     with torch.no_grad():
         for _, adapter in iter_lora_layers(model):
             saved.append((adapter, adapter.lora_A.detach().clone(), adapter.lora_B.detach().clone()))
-            adapter.lora_A.copy_(adapter.init_A.to(adapter.lora_A.dtype))
-            adapter.lora_B.copy_(adapter.init_B.to(adapter.lora_B.dtype))
+            copy_full_into(adapter.lora_A, adapter.init_A)
+            copy_full_into(adapter.lora_B, adapter.init_B)
     try:
         yield
     finally:
