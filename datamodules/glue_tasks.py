@@ -18,9 +18,10 @@ Local files are the GLUE and SuperGLUE downloads:
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from datamodules.sources import read_jsonl
 
 BOOLEAN_LABELS = ("False", "True")
 
@@ -133,24 +134,6 @@ def read_tsv(path: Path, columns: tuple[str, ...] = ()) -> list[dict]:
                 f"({', '.join(columns)}), got {len(values)}; fix or remove that line."
             )
         rows.append(dict(zip(columns, values)))
-    return rows
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Read one JSON object per line; blank lines are skipped.
-
-    Raises:
-        ValueError: If a line is not valid JSON.
-    """
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: invalid JSON line ({error.msg}).") from error
     return rows
 
 

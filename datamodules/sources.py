@@ -43,19 +43,28 @@ def load_rows(source: str, split: str = "train") -> list[dict]:
     return _read_hub(source, split)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Read one JSON object per line; blank lines are skipped.
+
+    Raises:
+        ValueError: If a line is not valid JSON; the message names the file and line.
+    """
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: invalid JSON line ({error.msg}).") from error
+    return rows
+
+
 def _read_local(path: Path) -> list[dict]:
     suffix = path.suffix
     if suffix == ".jsonl":
-        rows = []
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{line_number}: invalid JSON line ({error.msg}).") from error
-        return rows
+        return read_jsonl(path)
     if suffix == ".json":
         with path.open(encoding="utf-8") as handle:
             data = json.load(handle)
