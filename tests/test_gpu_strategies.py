@@ -33,6 +33,19 @@ def test_fsdp_rejects_cpu_accelerator():
         Trainer(accelerator="cpu", devices=1, strategy="fsdp")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed without a GPU")
+def test_gpu_check_exits_without_gpu(capsys):
+    import importlib.util
+
+    from tests.conftest import REPOSITORY
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPOSITORY / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main([]) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny_llama"))
