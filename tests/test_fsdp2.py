@@ -167,3 +167,59 @@ def test_lora_null_fsdp2_two_processes(tmp_path, model_folder, train_file):
     assert len(state) == 5 * 2 * len(TARGETS)  # lora_A, lora_B, init_A, init_B, init_method_id
     key = "model." + q_proj + "lora_B"
     assert torch.equal(state[key], ends[0][q_proj + "lora_B"]), "the checkpoint does not contain the trained lora_B"
+
+
+def write_queries(path: Path, count: int) -> str:
+    rows = []
+    for index in range(count):
+        start = float(index % 7)
+        rows.append({"video": f"v{index % 6}", "duration": 20.0 + index % 5, "start": start, "end": start + 4.0 + index % 3,
+                     "sentence": f"person number {index} opens the door"})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+class RecordParameters(Callback):
+    """Write each rank's gathered FIAN parameters before and after training to ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _save(self, trainer, pl_module, stage: str) -> None:
+        state = {name: gather_full(parameter).detach().clone().contiguous() for name, parameter in pl_module.model.named_parameters()}
+        state["sharded"] = torch.tensor(all(isinstance(parameter, DTensor) for parameter in pl_module.model.parameters()))
+        save_file(state, str(self.folder / f"{stage}_rank{trainer.global_rank}.safetensors"))
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "start")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._save(trainer, pl_module, "end")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query_rnn", ["gru", "lstm"])
+def test_fian_fsdp2_two_processes(tmp_path, query_rnn):
+    seed_everything(0)
+    data = TemporalGroundingDataModule(
+        RandomFeatures(8, num_frames=12), 8, train_file=write_queries(tmp_path / "train.jsonl", 32),
+        val_file=write_queries(tmp_path / "val.jsonl", 8), num_clips=10, batch_size=4, eval_batch_size=4,
+    )
+    model = TemporalGrounding(feature_dim=8, hidden_dim=16, num_iterations=2, query_rnn=query_rnn, video_rnn=True)
+    trainer = fsdp2_trainer(tmp_path, [RecordParameters(tmp_path)], max_steps=4, limit_val_batches=1, val_check_interval=4)
+    trainer.fit(model, datamodule=data)
+
+    starts = [load_file(str(tmp_path / f"start_rank{rank}.safetensors")) for rank in (0, 1)]
+    ends = [load_file(str(tmp_path / f"end_rank{rank}.safetensors")) for rank in (0, 1)]
+    for rank, start in enumerate(starts):
+        assert bool(start["sharded"]), f"rank {rank}: FIAN parameters were not DTensor shards"
+    names = [name for name in ends[0] if name != "sharded"]
+    assert any(name.startswith("query_encoder.rnn.") for name in names)
+    for name in names:
+        assert torch.equal(starts[0][name], starts[1][name]), f"{name} differs between ranks before training"
+        assert torch.equal(ends[0][name], ends[1][name]), f"{name} differs between ranks after training"
+    moved = [name for name in names if not torch.equal(starts[0][name], ends[0][name])]
+    assert "heads.content.0.weight" in moved
+    assert "query_encoder.rnn.weight_ih_l0" in moved
+    assert 0.0 <= float(trainer.callback_metrics["val/r1_iou0.5"]) <= 1.0
+    assert float(trainer.callback_metrics["val/count"]) == 8
