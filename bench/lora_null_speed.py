@@ -5,7 +5,8 @@ rank and target modules:
 
 1. Calibration plus initialisation: this suite's second-moment hooks, null-space bases and
    factorisation against PEFT's CorDA knowledge-preserved preprocessing (``preprocess_corda``
-   with ``corda_method="kpm"``) plus ``get_peft_model``. Reports wall time and the peak
+   with ``corda_method="kpm"``, which takes one sequence per forward pass) plus
+   ``get_peft_model``. Reports wall time and the peak
    resident memory above the level before the stage (sampled every 5 ms).
 2. One training step (forward, backward, AdamW step) of LoRA-Null v1 and v2 against PEFT LoRA,
    the median over interleaved repetitions.
@@ -103,8 +104,11 @@ def peft_corda(base, batches, rank: int):
     )
 
     def run_model() -> None:
+        # PEFT's CorDA hooks take one sequence per forward pass (they squeeze the batch axis).
         for batch in batches:
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            for input_ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+                length = int(mask.sum())
+                model(input_ids=input_ids[None, :length], logits_to_keep=1)  # as the suite's calibration does
 
     with PeakMemory() as memory:
         start = time.perf_counter()

@@ -23,6 +23,7 @@ checkpoint and skips calibration altogether.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -288,13 +289,16 @@ def accumulate_second_moments(
     pass but adds nothing to the sums.
     """
     accumulator = SecondMomentAccumulator(adapters, dtype=dtype, device=torch.device("cpu") if offload_to_cpu else None)
+    # Only the adapted layers' inputs matter: Hugging Face causal LMs that accept logits_to_keep
+    # then skip the vocabulary projection for all but one position (a (B, T, V) tensor).
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     with accumulator:
         for batch in tqdm(batches, desc="Calibration", unit="batch", disable=not progress):
             input_ids = batch["input_ids"].to(device)
             attention_mask = batch["attention_mask"].to(device)
             counted = attention_mask if batch.get("count_tokens", True) else torch.zeros_like(attention_mask)
             accumulator.begin_batch(counted)
-            model(input_ids=input_ids, attention_mask=attention_mask)
+            model(input_ids=input_ids, attention_mask=attention_mask, **extra)
             accumulator.end_batch()
     return accumulator
 
@@ -327,7 +331,7 @@ def bases_from_moments(
     leaders = sorted(set(accumulator.leader_of.values()))
     bases_by_leader = {}
     for leader in tqdm(leaders, desc="Null-space bases", unit="matrix", disable=len(leaders) < 8):
-        covariance = accumulator.sums[leader] / max(token_count, 1)
+        covariance = accumulator.sums.pop(leader) / max(token_count, 1)  # free each sum once used
         rank = max(adapter.rank for name, adapter in adapters.items() if accumulator.leader_of[name] == leader)
         basis, _ = null_space_basis(covariance, rank, precision)
         bases_by_leader[leader] = basis.cpu()
