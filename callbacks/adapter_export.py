@@ -9,6 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_modules.adapters.export import export_peft_adapter, merge_adapters
+from lightning_modules.model_loading import PACKAGED_PREFIX, resolve_source
 
 
 class AdapterExport(Callback):
@@ -45,6 +46,8 @@ class AdapterExport(Callback):
             return None
         folder = Path(self.folder) if self.folder else Path(trainer.log_dir or trainer.default_root_dir) / "export"
         source = pl_module.hparams.get("model_name_or_path")
+        if source is not None and (source.startswith(PACKAGED_PREFIX) or source.endswith(".gguf")):
+            source = resolve_source(source)  # the converted folder, which PEFT can load by itself
         adapter_folder = export_peft_adapter(pl_module.model, folder / "peft_adapter", base_model_name_or_path=source)
         rank_zero_info(f"PEFT adapter for the unmodified base model written to {adapter_folder}")
         if self.merged:
