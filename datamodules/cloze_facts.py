@@ -1,7 +1,7 @@
 """A cloze probe of world knowledge written by the suite: short prompts and their completions.
 
 Each fact is a prompt such as ``"The capital of France is"`` with the expected completion
-``"Paris"``. A model knows the fact when its greedy continuation starts with the completion
+``"Paris"``. A model counts as recalling the fact when its greedy continuation starts with the completion
 (after answer normalisation). Facts were chosen to have one short, unambiguous completion
 without diacritics or initials, so normalisation compares them reliably.
 """

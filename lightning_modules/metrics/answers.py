@@ -37,7 +37,7 @@ def extract_final_answer(text: str) -> str | None:
 
 
 def answers_match(prediction: str, reference: str) -> bool:
-    """Whether the final answers of a generated and a reference solution are equal."""
+    """Check whether the final answers of a generated and a reference solution are equal."""
     predicted = extract_final_answer(prediction)
     expected = extract_final_answer(reference)
     return predicted is not None and predicted == expected

@@ -27,13 +27,13 @@ def first_line(text: str) -> str:
 
 
 def exact_match_any(prediction: str, references: list[str]) -> bool:
-    """Whether the normalised prediction equals any normalised reference."""
+    """Check whether the normalised prediction equals any normalised reference."""
     predicted = normalize_answer(prediction)
     return any(predicted == normalize_answer(reference) for reference in references)
 
 
 def cloze_correct(continuation: str, answer: str) -> bool:
-    """Whether a greedy continuation of a cloze prompt starts with the expected answer
+    """Check whether a greedy continuation of a cloze prompt starts with the expected answer
     (normalised, whole words)."""
     predicted = normalize_answer(continuation).split()
     expected = normalize_answer(answer).split()
