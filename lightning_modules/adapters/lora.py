@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.parallel import copy_full_into, gather_full
@@ -106,8 +107,10 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)  # (..., m)
         adapter_in = self.dropout(x).to(self.lora_A.dtype)  # (..., n)
-        update = (adapter_in @ self.lora_A.t()) @ self.lora_B.t()  # (..., r) -> (..., m)
-        return result + (self.scale * update).to(result.dtype)
+        update = F.linear(F.linear(adapter_in, self.lora_A), self.lora_B)  # (..., r) -> (..., m)
+        if self.scale != 1.0:
+            update = update * self.scale
+        return result + update.to(result.dtype)
 
     @torch.no_grad()
     def original_weight(self) -> torch.Tensor:
