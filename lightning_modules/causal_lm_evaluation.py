@@ -77,7 +77,9 @@ class RetentionEvaluator(nn.Module):
         return f"{variant}__{name.replace('/', '__')}"
 
     def update(self, variant: str, name: str, value: torch.Tensor, weight: torch.Tensor | float = 1.0) -> None:
-        self.metrics[self._key(variant, name)].update(value, weight)
+        metric = self.metrics[self._key(variant, name)]
+        # Scores from decoded text are CPU tensors, while the metric states live on the model's device.
+        metric.update(torch.as_tensor(value, device=metric.device), torch.as_tensor(weight, device=metric.device))
 
     def step(self, model: nn.Module, batch: dict[str, Any], generate: Callable[[dict, int], list[str]],
              variant: str, task_new_tokens: int) -> None:

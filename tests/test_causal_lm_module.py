@@ -93,14 +93,16 @@ def test_training_moves_only_allowed_factors(tmp_path, model_folder, train_file,
     a_keys = [key for key in after if key.endswith("lora_A")]
     b_keys = [key for key in after if key.endswith("lora_B")]
     frozen_keys = [key for key in after if key.endswith("base.weight") or "embed_tokens" in key]
-    assert a_keys and b_keys and frozen_keys
+    assert a_keys
+    assert b_keys
+    assert frozen_keys
     assert all(not torch.equal(after[key], snapshot[key]) for key in b_keys)
     if a_frozen:
         assert all(torch.equal(after[key], snapshot[key]) for key in a_keys)
     else:
         assert all(not torch.equal(after[key], snapshot[key]) for key in a_keys)
     assert all(torch.equal(after[key], snapshot[key]) for key in frozen_keys)
-    # The optimiser holds exactly the trainable factors.
+    # The optimiser contains exactly the trainable factors.
     optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     trainable = {id(p) for p in module.parameters() if p.requires_grad}
     assert optimised == trainable
@@ -269,7 +271,8 @@ def test_ddp_checkpoint_tests_alike_in_one_process(tmp_path, model_folder, train
         trainer = make_trainer(tmp_path, [], devices=devices, strategy=strategy)
         trainer.test(module, datamodule=data, ckpt_path=last)
         results[devices] = {key: float(value) for key, value in trainer.callback_metrics.items()}
-    assert set(results[1]) == set(results[2]) and "test/loss" in results[1]
+    assert set(results[1]) == set(results[2])
+    assert "test/loss" in results[1]
     for key, value in results[1].items():
         # 4 test rows split 2 + 2 over the ranks: no padding, so the sums are equal.
         assert results[2][key] == pytest.approx(value, rel=1e-5), key

@@ -41,7 +41,8 @@ def test_runner_tabulates_methods(tmp_path, monkeypatch):
     assert list(results) == ["base", "lora", "pissa"]
     table = (output / "results.md").read_text().splitlines()
     assert len(table) == 2 + 3
-    assert table[2].startswith("| base |") and "+0.0000" in table[2]
+    assert table[2].startswith("| base |")
+    assert "+0.0000" in table[2]
     # Training moved the adapters, so the fine-tuned likelihood differs from the base model's.
     assert results["pissa"]["test/knowledge/qa_answer_loglik"] != results["base"]["test/knowledge/qa_answer_loglik"]
     assert (output / "task_vs_retention.png").stat().st_size > 1000

@@ -74,10 +74,12 @@ def test_test_stage_reports_base_and_relative(tmp_path, model_folder):
     trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                       default_root_dir=str(tmp_path))
     metrics = trainer.test(module, datamodule=data)[0]
-    assert len(probes.qa_rows) == 6 and probes.qa_rows[0]["question"] == "q2"
+    assert len(probes.qa_rows) == 6
+    assert probes.qa_rows[0]["question"] == "q2"
     for name in ("exact_match", "ppl", "knowledge/qa_exact_match", "knowledge/qa_answer_loglik",
                  "knowledge/heldout_ppl", "knowledge/cloze_accuracy"):
-        assert f"test/{name}" in metrics and f"test/base/{name}" in metrics
+        assert f"test/{name}" in metrics
+        assert f"test/base/{name}" in metrics
     # Plain LoRA starts with B = 0, so the untrained model is the base model exactly.
     assert metrics["test/knowledge/qa_answer_loglik"] == metrics["test/base/knowledge/qa_answer_loglik"]
     assert metrics["test/relative/knowledge/qa_answer_loglik"] == 0.0

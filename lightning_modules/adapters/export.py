@@ -76,7 +76,7 @@ def export_peft_adapter(model: nn.Module, folder: str | Path, base_model_name_or
         tensors[f"base_model.model.{name}.lora_B.weight"] = B.contiguous()
     if len(ranks) != 1 or len(scales) != 1:
         raise ValueError(
-            f"the adapters have ranks {sorted(ranks)} and scales {sorted(scales)}; a PEFT LoRA config holds one "
+            f"the adapters have ranks {sorted(ranks)} and scales {sorted(scales)}; a PEFT LoRA config stores one "
             f"rank and one alpha, so export adapters trained with one rank and one alpha."
         )
     rank, scale = ranks.pop(), scales.pop()

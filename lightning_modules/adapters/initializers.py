@@ -201,7 +201,7 @@ def initialize_adapters(
         adapters: Adapters keyed by qualified module name.
         method: A name of :data:`INITIALIZERS`.
         bases: Calibration results keyed by module name, for methods that need them: null-space
-            bases (n x r) or second moments (n x n), as the initialiser's ``calibration`` says.
+            bases (n x r) or second moments (n x n), as the initialiser's ``calibration`` field names.
         seed: Seed of random factors (plain LoRA), drawn per layer in name order.
         dtype: Precision of the linear algebra (float32 or float64).
 
