@@ -8,7 +8,6 @@ source that :mod:`lightning_modules.model_loading` understands, or
 
 from __future__ import annotations
 
-
 import torch
 
 PACKAGED_ENCODERS = {
