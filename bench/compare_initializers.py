@@ -10,6 +10,9 @@ Usage::
 
     python bench/compare_initializers.py --config configs/lora_null/compare_cpu_local.yaml \\
         [--methods lora pissa milora corda_kpm lora_null_v1 lora_null_v2] [--output runs/compare]
+
+Finished methods are kept in ``results.json`` after each run; a second call with the same
+``--output`` skips them unless ``--restart`` is given.
 """
 
 from __future__ import annotations
@@ -91,12 +94,19 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="method config; its init is overridden per method")
     parser.add_argument("--methods", nargs="+", default=METHODS, help="initialisers to compare")
     parser.add_argument("--output", default="runs/compare", help="folder for runs, results and the plot")
+    parser.add_argument("--restart", action="store_true", help="rerun methods already in OUTPUT/results.json")
     args = parser.parse_args()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
     results_path = output / "results.json"
+    results: dict[str, dict] = {}
+    if results_path.exists() and not args.restart:
+        results = json.loads(results_path.read_text())
+        if results:
+            rank_zero_info(f"Keeping finished methods from {results_path}: {', '.join(results)} (--restart reruns them)")
     for method in ["base", *args.methods]:
+        if method in results:
+            continue
         results[method] = run_method(args.config, method, output)
         results_path.write_text(json.dumps(results, indent=2) + "\n")  # kept after every method
     (output / "results.md").write_text(markdown_table(results))

@@ -43,6 +43,35 @@ from lightning_modules.parallel import is_sharded, reshard_all
 FINGERPRINT_VALUES = 64
 
 
+GRAM_BLOCKS = 3
+
+
+def add_upper_gram(total: torch.Tensor, tokens: torch.Tensor, blocks: int = GRAM_BLOCKS) -> None:
+    """Add the upper triangle of ``tokens^T tokens`` to ``total`` in place, by block rows.
+
+    Block row i holds ``tokens[:, I]^T tokens[:, I:]``, so ``blocks=3`` does 2/3 of the
+    multiply-adds of the full product (a symmetric rank-k update, built from matrix products
+    that run on any device). The entries below the diagonal blocks are left untouched; read
+    the result through :func:`symmetrize_upper`.
+
+    Args:
+        total: Running sum, shape (n, n).
+        tokens: Activations, shape (N, n).
+        blocks: Number of block rows.
+    """
+    n = tokens.shape[1]
+    step = -(-n // blocks)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        total[start:stop, start:].addmm_(tokens[:, start:stop].t(), tokens[:, start:])
+
+
+def symmetrize_upper(total: torch.Tensor) -> torch.Tensor:
+    """Return the symmetric matrix whose upper triangle is that of ``total``."""
+    upper = torch.triu(total)
+    return upper + torch.triu(total, diagonal=1).t()
+
+
 class SecondMomentAccumulator:
     """Forward pre-hooks that sum ``x x^T`` over unmasked tokens for a set of linear layers.
 
@@ -73,6 +102,8 @@ class SecondMomentAccumulator:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for name, total in self.sums.items():  # the hooks filled the upper triangles only
+            self.sums[name] = symmetrize_upper(total)
 
     def begin_batch(self, attention_mask: torch.Tensor) -> None:
         """Set the (B, T) mask of the next forward pass; count its tokens."""
@@ -98,13 +129,20 @@ class SecondMomentAccumulator:
                 self._seen[key] = (name, fingerprint)
                 self.leader_of[name] = name
             tokens = x.detach()[self._mask].to(self.dtype)  # (N, n)
-            moment = tokens.t() @ tokens  # (n, n)
-            if self.device is not None:
-                moment = moment.to(self.device)
-            if name in self.sums:
-                self.sums[name] += moment
+            n = tokens.shape[1]
+            offloaded = self.device is not None and self.device != tokens.device
+            if offloaded or name not in self.sums:
+                total = tokens.new_zeros(n, n)
+                add_upper_gram(total, tokens)
+                if offloaded:
+                    total = total.to(self.device)
+                if name in self.sums:
+                    self.sums[name] += total
+                else:
+                    self.sums[name] = total
             else:
-                self.sums[name] = moment
+                add_upper_gram(self.sums[name], tokens)
+
 
         return hook
 

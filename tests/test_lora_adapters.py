@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.null_space_calibration import accumulate_second_moments, bases_from_moments
+from callbacks.null_space_calibration import accumulate_second_moments, add_upper_gram, bases_from_moments, symmetrize_upper
 from lightning_modules.adapters.initializers import factor_in_subspace, initialize_adapters, null_space_basis
 from lightning_modules.adapters.lora import LoRALinear, adapter_state_dict, inject_lora
 from tiny_causal_lm import build_model
@@ -54,6 +54,26 @@ def test_null_space_basis_picks_smallest_eigenvalues():
     assert torch.allclose(values, torch.tensor([0.01, 0.1], dtype=torch.float64))
     expected = eigenvectors[:, [3, 1]]
     assert torch.allclose((basis.t() @ expected).abs(), torch.eye(2, dtype=torch.float64), atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_null_space_basis_matches_full_decomposition(dtype):
+    generator = torch.Generator().manual_seed(3)
+    activations = torch.randn(400, 64, generator=generator, dtype=torch.float64) * torch.logspace(0, -4, 64, dtype=torch.float64)
+    covariance = activations.t() @ activations / 400
+    basis, values = null_space_basis(covariance, rank=5, dtype=dtype)
+    full_values, full_vectors = torch.linalg.eigh(covariance)
+    assert basis.dtype == dtype and basis.shape == (64, 5)
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(values.double(), full_values[:5], atol=tolerance * full_values[-1])
+    assert torch.allclose(basis.double().t() @ basis.double(), torch.eye(5, dtype=torch.float64), atol=1e-5 if dtype == torch.float32 else 1e-10)
+    # The captured energy is the minimum up to the working precision times the largest eigenvalue.
+    energy = torch.trace(basis.double().t() @ covariance @ basis.double())
+    assert energy <= full_values[:5].sum() + 5 * tolerance * full_values[-1]
+    if dtype == torch.float64:  # the spectrum's tail lies below float32 resolution
+        projector = basis.double() @ basis.double().t()
+        expected = full_vectors[:, :5] @ full_vectors[:, :5].t()
+        assert torch.dist(projector, expected) < 1e-8
 
 
 @pytest.mark.parametrize("method", ["lora_null_v1", "lora_null_v2"])
@@ -134,6 +154,17 @@ def test_shared_inputs_use_one_moment():
     assert leader[prefix + "self_attn.o_proj"] == prefix + "self_attn.o_proj"
     assert leader[prefix + "mlp.down_proj"] == prefix + "mlp.down_proj"
     assert len(set(leader.values())) == 2 * 4
+
+
+@pytest.mark.parametrize("n, blocks", [(10, 3), (7, 1), (5, 8)])
+def test_blocked_gram_sums_to_the_full_product(n, blocks):
+    generator = torch.Generator().manual_seed(n)
+    first, second = torch.randn(13, n, generator=generator), torch.randn(6, n, generator=generator)
+    total = torch.zeros(n, n)
+    add_upper_gram(total, first, blocks)
+    add_upper_gram(total, second, blocks)
+    expected = first.t() @ first + second.t() @ second
+    assert torch.allclose(symmetrize_upper(total), expected, atol=1e-5)
 
 
 def test_padding_is_excluded_from_moments():

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import scipy.linalg
 import torch
 
 from lightning_modules.adapters.lora import LoRALinear, kaiming_uniform_like_linear
@@ -60,20 +61,29 @@ class Initializer:
 def null_space_basis(covariance: torch.Tensor, rank: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the eigenvectors of ``covariance`` with the ``rank`` smallest eigenvalues.
 
+    On the CPU only those ``rank`` eigenpairs are computed (LAPACK ``syevr`` through
+    :func:`scipy.linalg.eigh` with an index subset), several times faster than a full
+    decomposition; on an accelerator :func:`torch.linalg.eigh` computes all of them.
+
     Args:
         covariance: Symmetric positive semi-definite matrix, shape (n, n).
         rank: Number of eigenvectors r.
         dtype: float32 or float64, the precision of the eigendecomposition.
 
     Returns:
-        ``(basis, eigenvalues)``: the basis (n, r) with orthonormal columns in ``dtype`` and
-        its eigenvalues (r,) in ascending order.
+        ``(basis, eigenvalues)``: the basis (n, r) with orthonormal columns in ``dtype`` on the
+        device of ``covariance``, and its eigenvalues (r,) in ascending order.
     """
     n = covariance.shape[0]
     if rank > n:
         raise ValueError(f"rank {rank} exceeds the input size {n} of the layer; choose rank <= {n}.")
     symmetric = covariance.to(dtype)
     symmetric = (symmetric + symmetric.t()) / 2
+    if symmetric.device.type == "cpu":
+        eigenvalues, eigenvectors = scipy.linalg.eigh(
+            symmetric.numpy(), subset_by_index=[0, rank - 1], driver="evr", overwrite_a=True, check_finite=False
+        )  # ascending eigenvalues
+        return torch.from_numpy(eigenvectors), torch.from_numpy(eigenvalues)
     eigenvalues, eigenvectors = torch.linalg.eigh(symmetric)  # ascending eigenvalues
     return eigenvectors[:, :rank], eigenvalues[:rank]
 
