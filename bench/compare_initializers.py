@@ -39,15 +39,16 @@ COLUMNS = [
 def run_method(config: str, method: str, output: Path) -> dict:
     start = time.perf_counter()
     common = ["--config", config, "--trainer.default_root_dir", str(output / method)]
+    train_loss = None
     if method == "base":
         cli = build_cli([*common, "--model.init_args.init", "lora"], run=False)
     else:
         cli = build_cli([*common, "--model.init_args.init", method], run=False)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        train_loss = cli.trainer.callback_metrics.get("train/loss")  # the last logged value; test clears it
     metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule)[0]
     metrics = {key: float(value) for key, value in metrics.items()}
     metrics["seconds"] = time.perf_counter() - start
-    train_loss = cli.trainer.callback_metrics.get("train/loss")
     if train_loss is not None:
         metrics["final_train_loss"] = float(train_loss)
     rank_zero_info(f"{method}: {json.dumps(metrics)}")

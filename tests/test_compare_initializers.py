@@ -46,3 +46,19 @@ def test_runner_tabulates_methods(tmp_path, monkeypatch):
     # Training moved the adapters, so the fine-tuned likelihood differs from the base model's.
     assert results["pissa"]["test/knowledge/qa_answer_loglik"] != results["base"]["test/knowledge/qa_answer_loglik"]
     assert (output / "task_vs_retention.png").stat().st_size > 1000
+    assert "final_train_loss" in results["pissa"]
+    assert "final_train_loss" not in results["base"]
+
+
+def test_runner_keeps_finished_methods(tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    output.mkdir()
+    finished = {"seconds": 1.0, "test/exact_match": 0.5, "test/knowledge/qa_exact_match": 0.0,
+                "test/knowledge/qa_answer_loglik": -2.0, "test/knowledge/cloze_accuracy": 0.5,
+                "test/knowledge/heldout_ppl": 9.0}
+    (output / "results.json").write_text(json.dumps({"base": finished, "lora": {**finished, "test/exact_match": 0.75}}))
+    monkeypatch.setattr(sys, "argv", ["compare", "--config", str(tmp_path / "absent.yaml"), "--methods", "lora",
+                                      "--output", str(output)])
+    compare_initializers.main()  # nothing left to run, so the absent config is never read
+    table = (output / "results.md").read_text().splitlines()
+    assert table[3].startswith("| lora | 0.7500 |")
