@@ -4,7 +4,8 @@ Every method runs with the same seed, model, data, rank and steps; only
 ``model.init_args.init`` changes. The base model is tested once (plain LoRA with no training
 is the base model exactly). The script writes ``results.json``, ``results.md`` (a Markdown
 table with the base model as the first row and retention relative to it) and
-``task_vs_retention.png`` (task exact match against knowledge retention, one point per method).
+``task_vs_retention.png`` (task exact match and task loss against knowledge retention, one
+point per method).
 
 Usage::
 
@@ -29,6 +30,7 @@ from cli import build_cli
 METHODS = ["lora", "pissa", "milora", "corda_kpm", "lora_null_v1", "lora_null_v2"]
 COLUMNS = [
     ("test/exact_match", "GSM8K EM"),
+    ("test/loss", "GSM8K test loss"),
     ("test/knowledge/qa_exact_match", "NQ EM"),
     ("test/knowledge/qa_answer_loglik", "NQ answer log-lik"),
     ("test/knowledge/cloze_accuracy", "cloze acc"),
@@ -78,14 +80,17 @@ def plot(results: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     base = results["base"]
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for method, metrics in results.items():
-        retention = metrics["test/knowledge/qa_answer_loglik"] - base["test/knowledge/qa_answer_loglik"]
-        axis.scatter(retention, metrics["test/exact_match"], marker="*" if method == "base" else "o", s=80)
-        axis.annotate(method, (retention, metrics["test/exact_match"]), textcoords="offset points", xytext=(5, 5))
-    axis.set_xlabel("NQ-open answer log-likelihood change vs base (nats/token, higher = less forgetting)")
-    axis.set_ylabel("GSM8K exact match")
-    axis.grid(alpha=0.3)
+    panels = [("test/exact_match", "GSM8K exact match (higher is better)"),
+              ("test/loss", "GSM8K response loss (lower is better)")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(11, 4.5))
+    for axis, (key, label) in zip(axes, panels):
+        for method, metrics in results.items():
+            retention = metrics["test/knowledge/qa_answer_loglik"] - base["test/knowledge/qa_answer_loglik"]
+            axis.scatter(retention, metrics[key], marker="*" if method == "base" else "o", s=80)
+            axis.annotate(method, (retention, metrics[key]), textcoords="offset points", xytext=(5, 5))
+        axis.set_xlabel("NQ-open answer log-likelihood change vs base\n(nats/token, higher = less forgetting)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lightning_modules.adapters.initializers import get_initializer, initialize_adapters, null_space_basis
-from lightning_modules.adapters.lora import LoRALinear, iter_lora_layers
+from lightning_modules.adapters.lora import LoRALinear, bypass_uninitialized, iter_lora_layers
 from lightning_modules.model_loading import cache_root
 from lightning_modules.parallel import is_sharded, reshard_all
 
@@ -330,7 +330,7 @@ def accumulate_second_moments(
     # Only the adapted layers' inputs matter: Hugging Face causal LMs that accept logits_to_keep
     # then skip the vocabulary projection for all but one position (a (B, T, V) tensor).
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    with accumulator:
+    with accumulator, bypass_uninitialized(adapters.values()):
         for batch in tqdm(batches, desc="Calibration", unit="batch", disable=not progress):
             input_ids = batch["input_ids"].to(device)
             attention_mask = batch["attention_mask"].to(device)

@@ -55,7 +55,7 @@ def test_runner_keeps_finished_methods(tmp_path, monkeypatch):
     output.mkdir()
     finished = {"seconds": 1.0, "test/exact_match": 0.5, "test/knowledge/qa_exact_match": 0.0,
                 "test/knowledge/qa_answer_loglik": -2.0, "test/knowledge/cloze_accuracy": 0.5,
-                "test/knowledge/heldout_ppl": 9.0}
+                "test/knowledge/heldout_ppl": 9.0, "test/loss": 1.5}
     (output / "results.json").write_text(json.dumps({"base": finished, "lora": {**finished, "test/exact_match": 0.75}}))
     monkeypatch.setattr(sys, "argv", ["compare", "--config", str(tmp_path / "absent.yaml"), "--methods", "lora",
                                       "--output", str(output)])

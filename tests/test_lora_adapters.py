@@ -8,7 +8,7 @@ from torch import nn
 
 from callbacks.null_space_calibration import accumulate_second_moments, add_upper_gram, bases_from_moments, symmetrize_upper
 from lightning_modules.adapters.initializers import factor_in_subspace, initialize_adapters, null_space_basis
-from lightning_modules.adapters.lora import LoRALinear, adapter_state_dict, inject_lora
+from lightning_modules.adapters.lora import LoRALinear, adapter_state_dict, bypass_uninitialized, inject_lora
 from tiny_causal_lm import build_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -63,7 +63,8 @@ def test_null_space_basis_matches_full_decomposition(dtype):
     covariance = activations.t() @ activations / 400
     basis, values = null_space_basis(covariance, rank=5, dtype=dtype)
     full_values, full_vectors = torch.linalg.eigh(covariance)
-    assert basis.dtype == dtype and basis.shape == (64, 5)
+    assert basis.dtype == dtype
+    assert basis.shape == (64, 5)
     tolerance = 1e-6 if dtype == torch.float32 else 1e-12
     assert torch.allclose(values.double(), full_values[:5], atol=tolerance * full_values[-1])
     assert torch.allclose(basis.double().t() @ basis.double(), torch.eye(5, dtype=torch.float64), atol=1e-5 if dtype == torch.float32 else 1e-10)
@@ -165,6 +166,24 @@ def test_blocked_gram_sums_to_the_full_product(n, blocks):
     add_upper_gram(total, second, blocks)
     expected = first.t() @ first + second.t() @ second
     assert torch.allclose(symmetrize_upper(total), expected, atol=1e-5)
+
+
+def test_bypass_skips_only_uninitialised_adapters():
+    generator = torch.Generator().manual_seed(0)
+    fresh = LoRALinear(nn.Linear(6, 5), rank=2)
+    trained = LoRALinear(nn.Linear(6, 5), rank=2)
+    trained.set_factors(torch.randn(2, 6, generator=generator), torch.randn(5, 2, generator=generator), 1, False)
+    with torch.no_grad():
+        trained.lora_B.add_(1.0)  # a trained update: the output now differs from the base layer's
+    x = torch.randn(3, 6, generator=generator)
+    with torch.no_grad():
+        expected = trained(x)
+        with bypass_uninitialized([fresh, trained]):
+            assert fresh.bypass
+            assert not trained.bypass
+            assert torch.equal(fresh(x), fresh.base(x))
+            assert torch.equal(trained(x), expected)
+    assert not fresh.bypass
 
 
 def test_padding_is_excluded_from_moments():

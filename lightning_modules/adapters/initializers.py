@@ -66,7 +66,8 @@ def null_space_basis(covariance: torch.Tensor, rank: int, dtype: torch.dtype = t
     decomposition; on an accelerator :func:`torch.linalg.eigh` computes all of them.
 
     Args:
-        covariance: Symmetric positive semi-definite matrix, shape (n, n).
+        covariance: Symmetric positive semi-definite matrix, shape (n, n). Both solvers read
+            its lower triangle only.
         rank: Number of eigenvectors r.
         dtype: float32 or float64, the precision of the eigendecomposition.
 
@@ -77,14 +78,13 @@ def null_space_basis(covariance: torch.Tensor, rank: int, dtype: torch.dtype = t
     n = covariance.shape[0]
     if rank > n:
         raise ValueError(f"rank {rank} exceeds the input size {n} of the layer; choose rank <= {n}.")
-    symmetric = covariance.to(dtype)
-    symmetric = (symmetric + symmetric.t()) / 2
-    if symmetric.device.type == "cpu":
+    if covariance.device.type == "cpu":
+        matrix = covariance.to(dtype, copy=True).numpy()
         eigenvalues, eigenvectors = scipy.linalg.eigh(
-            symmetric.numpy(), subset_by_index=[0, rank - 1], driver="evr", overwrite_a=True, check_finite=False
+            matrix, subset_by_index=[0, rank - 1], driver="evr", overwrite_a=True, check_finite=False
         )  # ascending eigenvalues
         return torch.from_numpy(eigenvectors), torch.from_numpy(eigenvalues)
-    eigenvalues, eigenvectors = torch.linalg.eigh(symmetric)  # ascending eigenvalues
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance.to(dtype))  # ascending eigenvalues
     return eigenvectors[:, :rank], eigenvalues[:rank]
 
 

@@ -82,6 +82,8 @@ class LoRALinear(nn.Module):
         # Python-side record of what is currently subtracted from base.weight (not saved).
         self._residual_applied = False
         self.freeze_A = False
+        # True while the adapter branch is skipped (see bypass_uninitialized).
+        self.bypass = False
 
     @property
     def in_features(self) -> int:
@@ -106,6 +108,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)  # (..., m)
+        if self.bypass:
+            return result
         adapter_in = self.dropout(x).to(self.lora_A.dtype)  # (..., n)
         update = F.linear(F.linear(adapter_in, self.lora_A), self.lora_B)  # (..., r) -> (..., m)
         if self.scale != 1.0:
@@ -291,6 +295,23 @@ def kaiming_uniform_like_linear(shape: tuple[int, int], generator: torch.Generat
     fan_in = shape[1]
     bound = math.sqrt(6.0 / ((1 + 5.0) * fan_in))  # gain sqrt(2 / (1 + a^2)) with a = sqrt(5)
     return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+
+
+@contextmanager
+def bypass_uninitialized(adapters: Iterable[LoRALinear]) -> Iterator[None]:
+    """Skip the adapter branch of every adapter whose factors are not initialised yet.
+
+    Such factors are zeros, so the branch adds nothing; skipping it saves its two small matrix
+    products, e.g. while calibration runs the model before initialisation.
+    """
+    skipped = [adapter for adapter in adapters if not adapter.is_initialized]
+    for adapter in skipped:
+        adapter.bypass = True
+    try:
+        yield
+    finally:
+        for adapter in skipped:
+            adapter.bypass = False
 
 
 @contextmanager
