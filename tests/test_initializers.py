@@ -52,7 +52,7 @@ def test_corda_takes_minor_covariance_components():
     covariance = X @ X.t() / 200
     adapter = adapter_for(weight, rank=2)
     initialize_adapters({"layer": adapter}, "corda_kpm", bases={"layer": covariance})
-    damped = covariance + 1e-4 * covariance.diagonal().mean() * torch.eye(6, dtype=torch.float64)
+    damped = covariance + 0.01 * covariance.diagonal().mean() * torch.eye(6, dtype=torch.float64)
     cu, cs, cvh = torch.linalg.svd(weight @ damped, full_matrices=False)
     expected = (cu[:, -2:] * cs[-2:]) @ cvh[-2:] @ torch.linalg.inv(damped)
     assert torch.allclose(adapter.lora_B.double() @ adapter.lora_A.double(), expected, atol=1e-4)
@@ -88,3 +88,34 @@ def test_every_initializer_keeps_logits(method):
 def test_unknown_initializer_lists_choices():
     with pytest.raises(ValueError, match=r"'loftq'.*corda_kpm.*lora_null_v1.*milora.*pissa"):
         get_initializer("loftq")
+
+
+def test_corda_matches_peft_on_the_same_covariance(tmp_path):
+    peft = pytest.importorskip("peft")
+    from peft.tuners.lora.config import CordaConfig
+    from peft.tuners.lora.corda import preprocess_corda
+
+    model = build_model(vocab_size=100, hidden_size=32, layers=2)
+    reference = build_model(vocab_size=100, hidden_size=32, layers=2)
+    targets = ["q_proj", "down_proj"]
+    adapters = inject_lora(model, targets, rank=4, alpha=8)
+    generator = torch.Generator().manual_seed(2)
+    batches = [{"input_ids": torch.randint(4, 100, (4, 40), generator=generator),
+                "attention_mask": torch.ones(4, 40, dtype=torch.long)} for _ in range(3)]
+    accumulator = accumulate_second_moments(model, adapters, batches, torch.device("cpu"), progress=False)
+    covariances = covariances_from_moments(accumulator, adapters)
+    initialize_adapters(adapters, "corda_kpm", bases=covariances)
+
+    # PEFT reads a covariance file instead of running its own hooks, so both sides see one C.
+    covariance_file = tmp_path / "covariance.pt"
+    torch.save({name: covariance.float() for name, covariance in covariances.items()}, covariance_file)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights="corda",
+                             corda_config=CordaConfig(corda_method="kpm", covariance_file=str(covariance_file)))
+    preprocess_corda(reference, config)
+    reference = peft.get_peft_model(reference, config)
+    for name, adapter in adapters.items():
+        layer = reference.get_submodule("base_model.model." + name)
+        theirs = layer.scaling["default"] * layer.lora_B["default"].weight.double() @ layer.lora_A["default"].weight.double()
+        ours = adapter.scale * adapter.init_B.double() @ adapter.init_A.double()
+        relative = ((ours - theirs).norm() / theirs.norm()).item()
+        assert relative < 1e-3, f"{name}: CorDA delta differs from PEFT's by {relative:.2e} (relative)"

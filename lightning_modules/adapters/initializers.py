@@ -16,7 +16,10 @@ subtracts from ``W``. The registry :data:`INITIALIZERS` names them for configs.
 - ``corda_kpm``: CorDA's knowledge-preserved mode. With the damped second moment
   ``C_d = C + damping * mean(diag(C)) * I``, ``W C_d = U S V^T`` and ``W = U S V^T C_d^-1``;
   the adapter takes the r components with the smallest singular values:
-  ``B = U_r sqrt(S_r / s)``, ``A = sqrt(S_r / s) V_r^T C_d^-1``.
+  ``B = U_r sqrt(S_r / s)``, ``A = sqrt(S_r / s) V_r^T C_d^-1``. The damping is 0.01, PEFT's
+  starting value, doubled while ``C_d`` is too ill-conditioned to invert (PEFT's rule: the
+  Frobenius norm of ``C_d C_d^-1 - I`` at least 0.05), so the factors match PEFT's CorDA on the
+  same second moment.
 
 Every initialiser subtracts ``s B A`` from the frozen weight, so the initial output is exact.
 
@@ -151,7 +154,23 @@ def _milora(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, sc
     return _singular_directions(weight, rank, scale, principal=False, dtype=dtype)
 
 
-CORDA_DAMPING = 1e-4
+CORDA_DAMPING = 0.01
+CORDA_MAX_INVERSE_ERROR = 0.05
+
+
+def damped_covariance(covariance: torch.Tensor, damping: float = CORDA_DAMPING) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(C_d, C_d^-1)`` with ``C_d = C + d * mean(diag(C)) * I``, where ``d`` starts at
+    ``damping`` and doubles until ``||C_d C_d^-1 - I||_F < 0.05``."""
+    n = covariance.shape[0]
+    identity = torch.eye(n, dtype=covariance.dtype, device=covariance.device)
+    symmetric = (covariance + covariance.t()) / 2
+    mean_diagonal = symmetric.diagonal().mean().clamp_min(1e-12)
+    while True:
+        damped = symmetric + damping * mean_diagonal * identity
+        inverse = torch.linalg.inv(damped)
+        if torch.dist(damped @ inverse, identity) < CORDA_MAX_INVERSE_ERROR:
+            return damped, inverse
+        damping *= 2
 
 
 def _corda_kpm(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, scale: float,
@@ -159,14 +178,10 @@ def _corda_kpm(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int,
                **_: object) -> tuple[torch.Tensor, torch.Tensor]:
     if covariance is None:
         raise ValueError("CorDA needs the calibration second moment of the layer's input; none was given.")
-    n = covariance.shape[0]
-    damped = covariance.to(device=weight.device, dtype=dtype)
-    damped = (damped + damped.t()) / 2
-    damped = damped + damping * damped.diagonal().mean().clamp_min(1e-12) * torch.eye(n, dtype=dtype, device=weight.device)
+    damped, inverse = damped_covariance(covariance.to(device=weight.device, dtype=dtype), damping)
     u, singular_values, vh = torch.linalg.svd(weight.to(dtype) @ damped, full_matrices=False)  # (m, k), (k,), (k, n)
     minor = slice(singular_values.shape[0] - rank, None)
-    vh_inverse = torch.linalg.solve(damped, vh[minor].t()).t()  # V_r^T C_d^-1, (r, n); C_d is symmetric
-    return split_singular_values(u[:, minor], singular_values[minor], vh_inverse, scale)
+    return split_singular_values(u[:, minor], singular_values[minor], vh[minor] @ inverse, scale)
 
 
 INITIALIZERS: dict[str, Initializer] = {
