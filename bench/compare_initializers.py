@@ -115,6 +115,10 @@ def main() -> None:
             continue
         results[method] = run_method(args.config, method, output)
         results_path.write_text(json.dumps(results, indent=2) + "\n")  # kept after every method
+    # Rows follow the command line: the base model, the requested methods, then any others kept from the file.
+    order = ["base", *args.methods]
+    order += [method for method in results if method not in order]
+    results = {method: results[method] for method in order}
     (output / "results.md").write_text(markdown_table(results))
     plot(results, output / "task_vs_retention.png")
     rank_zero_info(f"Wrote {results_path}, {output / 'results.md'} and {output / 'task_vs_retention.png'}")
