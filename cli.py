@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from functools import partial, update_wrapper
+from pathlib import Path
 from types import MethodType
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI, instantiate_class
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 # Values that must agree between the model and the data module. Each link applies when both
 # the chosen model class and the chosen data module class have the argument.
@@ -39,6 +41,10 @@ class SuiteCLI(LightningCLI):
     ``--optimizer`` and ``--lr_scheduler`` are instantiated when Lightning calls
     ``configure_optimizers``, after ``configure_model`` has built the network and frozen its
     pre-trained weights, so frozen weights never reach the optimiser.
+
+    With ``--ckpt_path`` the model is built from the config and the command line, as without
+    it; model values that differ from those stored in the checkpoint are named in a warning.
+    (Lightning's own CLI replaces them with the checkpoint's values without saying so.)
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -52,6 +58,30 @@ class SuiteCLI(LightningCLI):
             rank_zero_info(f"Last checkpoint: {checkpoint.last_model_path or '-'}; best: {checkpoint.best_model_path or '-'}")
         if trainer.log_dir:
             rank_zero_info(f"Logs and the run's config.yaml: {trainer.log_dir}")
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        stored = checkpoint.get("hyper_parameters", {})
+        init_args = self.config[subcommand].get("model", {}).get("init_args")
+        if not stored or init_args is None:
+            return
+        differences = [
+            f"{key}: {stored[key]!r} in the checkpoint, {value!r} in this run"
+            for key, value in vars(init_args).items()
+            if key in stored and stored[key] != value
+        ]
+        if differences:
+            rank_zero_warn(
+                f"Model values of this run differ from those saved in {ckpt_path}; the run uses its own "
+                f"(config and command line): " + "; ".join(differences)
+                + ". Adapter shapes that differ make loading the checkpoint fail."
+            )
 
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
         if not self.auto_configure_optimizers:

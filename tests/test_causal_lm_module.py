@@ -237,6 +237,12 @@ def test_cli_fit_links_tokenizer_and_uses_cli_optimizer(tmp_path, model_folder, 
     assert 0.0 <= float(metrics["test/exact_match"]) <= 1.0
     assert float(metrics["test/ppl"]) == pytest.approx(float(torch.exp(metrics["test/loss"])), rel=1e-5)
 
+    # A command-line model value wins over the checkpoint's, and the difference is named.
+    with pytest.warns(UserWarning, match=r"max_new_tokens: 6 in the checkpoint, 3 in this run"):
+        retested = cli.build_cli(["test", "--config", str(config), "--ckpt_path", checkpoint,
+                                  "--model.init_args.max_new_tokens", "3"])
+    assert retested.model.hparams.max_new_tokens == 3
+
 
 def test_cli_rejects_unknown_config_key(tmp_path, model_folder, train_file):
     config = write_config(tmp_path, model_folder, train_file)
