@@ -12,8 +12,11 @@ Usage::
     python bench/compare_initializers.py --config configs/lora_null/compare_cpu_local.yaml \\
         [--methods lora pissa milora corda_kpm lora_null_v1 lora_null_v2] [--output runs/compare]
 
-Finished methods are kept in ``results.json`` after each run; a second call with the same
-``--output`` skips them unless ``--restart`` is given.
+Finished methods are kept in ``results.json`` after each run, with the config they ran with;
+a second call with the same ``--output`` and config skips them unless ``--restart`` is given
+(which reruns the base model and the selected methods, keeping the other rows). A kept result
+from another config is rerun. Without ``knowledge_probes`` in the data config the table shows
+the task columns only and no plot is drawn.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_info
 
 from cli import build_cli
+from lightning_modules.adapters.initializers import get_initializer
 
 METHODS = ["lora", "pissa", "milora", "corda_kpm", "lora_null_v1", "lora_null_v2"]
 COLUMNS = [
@@ -62,13 +66,15 @@ def markdown_table(results: dict[str, dict]) -> str:
     header = "| method | " + " | ".join(label for _, label in COLUMNS) + " | NQ log-lik vs base | cloze vs base | final train loss | seconds |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 5)]
     for method, metrics in results.items():
-        cells = [f"{metrics.get(key, float('nan')):.4f}" for key, _ in COLUMNS]
-        loglik_delta = metrics["test/knowledge/qa_answer_loglik"] - base["test/knowledge/qa_answer_loglik"]
-        cloze_ratio = metrics["test/knowledge/cloze_accuracy"] / max(base["test/knowledge/cloze_accuracy"], 1e-9)
+        cells = [f"{metrics[key]:.4f}" if key in metrics else "-" for key, _ in COLUMNS]
+        loglik = "test/knowledge/qa_answer_loglik"
+        loglik_delta = f"{metrics[loglik] - base[loglik]:+.4f}" if loglik in metrics and loglik in base else "-"
+        cloze = "test/knowledge/cloze_accuracy"
+        cloze_ratio = f"{metrics[cloze] / max(base[cloze], 1e-9):.3f}" if cloze in metrics and cloze in base else "-"
         loss = metrics.get("final_train_loss")
         lines.append(
             f"| {method} | " + " | ".join(cells)
-            + f" | {loglik_delta:+.4f} | {cloze_ratio:.3f} | {'-' if loss is None else f'{loss:.3f}'} | {metrics['seconds']:.0f} |"
+            + f" | {loglik_delta} | {cloze_ratio} | {'-' if loss is None else f'{loss:.3f}'} | {metrics['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -100,26 +106,38 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="method config; its init is overridden per method")
     parser.add_argument("--methods", nargs="+", default=METHODS, help="initialisers to compare")
     parser.add_argument("--output", default="runs/compare", help="folder for runs, results and the plot")
-    parser.add_argument("--restart", action="store_true", help="rerun methods already in OUTPUT/results.json")
+    parser.add_argument("--restart", action="store_true",
+                        help="rerun the base model and the selected methods even if OUTPUT/results.json has them")
     args = parser.parse_args()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     results_path = output / "results.json"
     results: dict[str, dict] = {}
-    if results_path.exists() and not args.restart:
+    if results_path.exists():
         results = json.loads(results_path.read_text())
+        if args.restart:  # rerun the selected methods and the base model; keep the others
+            results = {method: metrics for method, metrics in results.items() if method not in ["base", *args.methods]}
         if results:
             rank_zero_info(f"Keeping finished methods from {results_path}: {', '.join(results)} (--restart reruns them)")
+    for method in args.methods:
+        get_initializer(method)  # an unknown name fails here, before any run
     for method in ["base", *args.methods]:
-        if method in results:
+        kept = results.get(method)
+        if kept is not None and kept.get("config") == args.config:
             continue
-        results[method] = run_method(args.config, method, output)
+        if kept is not None:
+            rank_zero_info(f"Rerunning {method}: its kept result came from {kept.get('config')}, not {args.config}.")
+        results[method] = {**run_method(args.config, method, output), "config": args.config}
         results_path.write_text(json.dumps(results, indent=2) + "\n")  # kept after every method
     # Rows follow the command line: the base model, the requested methods, then any others kept from the file.
     order = ["base", *args.methods]
     order += [method for method in results if method not in order]
     results = {method: results[method] for method in order}
     (output / "results.md").write_text(markdown_table(results))
+    if "test/knowledge/qa_answer_loglik" not in results["base"]:
+        rank_zero_info(f"Wrote {results_path} and {output / 'results.md'}; no plot, because the config's data has no "
+                       f"knowledge_probes (see configs/lora_null/compare_cpu_local.yaml).")
+        return
     plot(results, output / "task_vs_retention.png")
     rank_zero_info(f"Wrote {results_path}, {output / 'results.md'} and {output / 'task_vs_retention.png'}")
 

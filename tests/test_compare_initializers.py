@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tiny_causal_lm import save_tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -53,12 +55,28 @@ def test_runner_tabulates_methods(tmp_path, monkeypatch):
 def test_runner_keeps_finished_methods(tmp_path, monkeypatch):
     output = tmp_path / "out"
     output.mkdir()
+    config = str(tmp_path / "absent.yaml")
     finished = {"seconds": 1.0, "test/exact_match": 0.5, "test/knowledge/qa_exact_match": 0.0,
                 "test/knowledge/qa_answer_loglik": -2.0, "test/knowledge/cloze_accuracy": 0.5,
-                "test/knowledge/heldout_ppl": 9.0, "test/loss": 1.5}
+                "test/knowledge/heldout_ppl": 9.0, "test/loss": 1.5, "config": config}
     (output / "results.json").write_text(json.dumps({"base": finished, "lora": {**finished, "test/exact_match": 0.75}}))
-    monkeypatch.setattr(sys, "argv", ["compare", "--config", str(tmp_path / "absent.yaml"), "--methods", "lora",
-                                      "--output", str(output)])
+    monkeypatch.setattr(sys, "argv", ["compare", "--config", config, "--methods", "lora", "--output", str(output)])
     compare_initializers.main()  # nothing left to run, so the absent config is never read
     table = (output / "results.md").read_text().splitlines()
     assert table[3].startswith("| lora | 0.7500 |")
+
+
+def test_runner_rejects_unknown_method_before_running(tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["compare", "--config", str(tmp_path / "absent.yaml"), "--methods", "lora_nul",
+                                      "--output", str(output)])
+    with pytest.raises(ValueError, match="lora_nul"):
+        compare_initializers.main()
+    assert not (output / "results.json").exists()
+
+
+def test_table_without_knowledge_columns():
+    results = {"base": {"test/exact_match": 0.25, "test/loss": 1.5, "seconds": 3.0},
+               "lora": {"test/exact_match": 0.5, "test/loss": 1.25, "seconds": 4.0, "final_train_loss": 1.0}}
+    table = compare_initializers.markdown_table(results).splitlines()
+    assert table[3] == "| lora | 0.5000 | 1.2500 | - | - | - | - | - | - | 1.000 | 4 |"
