@@ -42,9 +42,9 @@ class SuiteCLI(LightningCLI):
     ``configure_optimizers``, after ``configure_model`` has built the network and frozen its
     pre-trained weights, so frozen weights never reach the optimiser.
 
-    With ``--ckpt_path`` the model is built from the config and the command line, as without
-    it; model values that differ from those stored in the checkpoint are named in a warning.
-    (Lightning's own CLI replaces them with the checkpoint's values without saying so.)
+    With ``--ckpt_path`` the model is still built from the config and the command line. A
+    warning names each model value that differs from the one stored in the checkpoint, because
+    Lightning's own CLI would replace such values with the checkpoint's without a message.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -66,7 +66,7 @@ class SuiteCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)  # tensors stay on disk
         stored = checkpoint.get("hyper_parameters", {})
         init_args = self.config[subcommand].get("model", {}).get("init_args")
         if not stored or init_args is None:

@@ -12,10 +12,10 @@ Usage::
     python bench/compare_initializers.py --config configs/lora_null/compare_cpu_local.yaml \\
         [--methods lora pissa milora corda_kpm lora_null_v1 lora_null_v2] [--output runs/compare]
 
-Finished methods are kept in ``results.json`` after each run, with the config they ran with;
-a second call with the same ``--output`` and config skips them unless ``--restart`` is given
-(which reruns the base model and the selected methods, keeping the other rows). A kept result
-from another config is rerun. Without ``knowledge_probes`` in the data config the table shows
+After each method the script saves ``results.json`` with the config each result came from.
+A second call with the same ``--output`` and config skips the saved methods, and reruns a
+saved result that came from another config. ``--restart`` reruns the base model and the
+selected methods and keeps the other rows. Without ``knowledge_probes`` in the data config the table shows
 the task columns only and no plot is drawn.
 """
 
@@ -122,11 +122,11 @@ def main() -> None:
     for method in args.methods:
         get_initializer(method)  # an unknown name fails here, before any run
     for method in ["base", *args.methods]:
-        kept = results.get(method)
-        if kept is not None and kept.get("config") == args.config:
+        saved = results.get(method)
+        if saved is not None and saved.get("config") == args.config:
             continue
-        if kept is not None:
-            rank_zero_info(f"Rerunning {method}: its kept result came from {kept.get('config')}, not {args.config}.")
+        if saved is not None:
+            rank_zero_info(f"Rerunning {method}: its saved result came from {saved.get('config')}, not {args.config}.")
         results[method] = {**run_method(args.config, method, output), "config": args.config}
         results_path.write_text(json.dumps(results, indent=2) + "\n")  # kept after every method
     # Rows follow the command line: the base model, the requested methods, then any others kept from the file.

@@ -49,10 +49,10 @@ GRAM_BLOCKS = 3
 def add_upper_gram(total: torch.Tensor, tokens: torch.Tensor, blocks: int = GRAM_BLOCKS) -> None:
     """Add the upper triangle of ``tokens^T tokens`` to ``total`` in place, by block rows.
 
-    Block row i holds ``tokens[:, I]^T tokens[:, I:]``, so ``blocks=3`` does 2/3 of the
-    multiply-adds of the full product (a symmetric rank-k update, built from matrix products
-    that run on any device). The entries below the diagonal blocks are left untouched; read
-    the result through :func:`symmetrize_upper`.
+    Block row i is ``tokens[:, I]^T tokens[:, I:]``, so ``blocks=3`` does 2/3 of the
+    multiply-adds of the full product. This is a symmetric rank-k update built from matrix
+    products that run on any device. The entries below the diagonal blocks stay untouched, so
+    read the result through :func:`symmetrize_upper`.
 
     Args:
         total: Running sum, shape (n, n).

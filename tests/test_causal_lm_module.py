@@ -17,6 +17,7 @@ from datamodules.calibration import CalibrationTextDataModule
 from datamodules.instruction import InstructionDataModule
 from lightning_modules.adapters.lora import adapter_state_dict, is_adapter_key
 from lightning_modules.causal_lm import CausalLMFineTuning
+from synthetic_rows import write_sum_rows
 from tiny_causal_lm import save_tiny_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -29,10 +30,7 @@ def model_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "sums.jsonl"
-    rows = [{"instruction": f"{a}+{b}", "output": f"The answer is: {a + b}"} for a in range(8) for b in range(5)]
-    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    return path
+    return write_sum_rows(tmp_path_factory.mktemp("data") / "sums.jsonl")
 
 
 class LossRecorder(Callback):

@@ -13,7 +13,6 @@ FIAN parameters within 1e-5 absolute after 8 steps, FIAN validation metrics with
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from datamodules.instruction import InstructionDataModule
 from lightning_modules.adapters.lora import adapter_state_dict
 from lightning_modules.causal_lm import CausalLMFineTuning
 from lightning_modules.temporal_grounding import TemporalGrounding
+from synthetic_rows import write_grounding_queries, write_sum_rows
 from tiny_causal_lm import save_tiny_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -105,10 +105,7 @@ def model_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def equal_length_file(tmp_path_factory) -> Path:
     """Instruction rows whose responses all have the same token count (two-digit sums)."""
-    path = tmp_path_factory.mktemp("data") / "sums.jsonl"
-    rows = [{"instruction": f"{a}+{b}", "output": f"The answer is: {a + b}"} for a in range(10, 18) for b in range(5)]
-    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    return path
+    return write_sum_rows(tmp_path_factory.mktemp("data") / "sums.jsonl", first_terms=range(10, 18))
 
 
 def train_lora_null(root: Path, devices: int, model_folder: Path, train_file: Path) -> dict[str, torch.Tensor]:
@@ -152,22 +149,12 @@ def test_lora_null_ddp_matches_one_process(tmp_path, model_folder, equal_length_
         torch.testing.assert_close(trained[1], trained[0], rtol=1e-5, atol=1e-7, msg=f"{layer}: trained B A differs")
 
 
-def write_queries(path: Path, count: int) -> str:
-    rows = []
-    for index in range(count):
-        start = float(index % 7)
-        rows.append({"video": f"v{index % 6}", "duration": 20.0 + index % 5, "start": start, "end": start + 4.0 + index % 3,
-                     "sentence": f"person number {index} opens the door"})
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
-
-
 def train_fian(root: Path, devices: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     seed_everything(0)
     root.mkdir()
     data = GlobalBatchGrounding(
-        RandomFeatures(8, num_frames=12), 8, train_file=write_queries(root / "train.jsonl", 32),
-        val_file=write_queries(root / "val.jsonl", 16), num_clips=10, batch_size=8, eval_batch_size=4,
+        RandomFeatures(8, num_frames=12), 8, train_file=write_grounding_queries(root / "train.jsonl", 32),
+        val_file=write_grounding_queries(root / "val.jsonl", 16), num_clips=10, batch_size=8, eval_batch_size=4,
     )
     torch.manual_seed(0)
     model = SGDGrounding(feature_dim=8, hidden_dim=16, num_iterations=2, dropout=0.0, learning_rate=0.5)  # dropout draws differ per rank

@@ -7,7 +7,6 @@ processes are forked from the test process, as ``strategy="ddp_fork"`` does for 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from lightning_modules.adapters.lora import is_adapter_key
 from lightning_modules.causal_lm import CausalLMFineTuning
 from lightning_modules.parallel import gather_full
 from lightning_modules.temporal_grounding import TemporalGrounding
+from synthetic_rows import write_grounding_queries, write_sum_rows
 from tiny_causal_lm import save_tiny_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -69,10 +69,7 @@ def model_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "sums.jsonl"
-    rows = [{"instruction": f"{a}+{b}", "output": f"The answer is: {a + b}"} for a in range(8) for b in range(5)]
-    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    return path
+    return write_sum_rows(tmp_path_factory.mktemp("data") / "sums.jsonl")
 
 
 PROBE = torch.tensor([[1, 40, 41, 42, 60, 61, 20, 21, 22, 23, 5, 6]])  # token ids of the tiny vocabulary
@@ -169,16 +166,6 @@ def test_lora_null_fsdp2_two_processes(tmp_path, model_folder, train_file):
     assert torch.equal(state[key], ends[0][q_proj + "lora_B"]), "the checkpoint does not contain the trained lora_B"
 
 
-def write_queries(path: Path, count: int) -> str:
-    rows = []
-    for index in range(count):
-        start = float(index % 7)
-        rows.append({"video": f"v{index % 6}", "duration": 20.0 + index % 5, "start": start, "end": start + 4.0 + index % 3,
-                     "sentence": f"person number {index} opens the door"})
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
-
-
 class RecordParameters(Callback):
     """Write each rank's gathered FIAN parameters before and after training to ``folder``."""
 
@@ -202,8 +189,8 @@ class RecordParameters(Callback):
 def test_fian_fsdp2_two_processes(tmp_path, query_rnn):
     seed_everything(0)
     data = TemporalGroundingDataModule(
-        RandomFeatures(8, num_frames=12), 8, train_file=write_queries(tmp_path / "train.jsonl", 32),
-        val_file=write_queries(tmp_path / "val.jsonl", 8), num_clips=10, batch_size=4, eval_batch_size=4,
+        RandomFeatures(8, num_frames=12), 8, train_file=write_grounding_queries(tmp_path / "train.jsonl", 32),
+        val_file=write_grounding_queries(tmp_path / "val.jsonl", 8), num_clips=10, batch_size=4, eval_batch_size=4,
     )
     model = TemporalGrounding(feature_dim=8, hidden_dim=16, num_iterations=2, query_rnn=query_rnn, video_rnn=True)
     trainer = fsdp2_trainer(tmp_path, [RecordParameters(tmp_path)], max_steps=4, limit_val_batches=1, val_check_interval=4)

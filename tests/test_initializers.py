@@ -119,3 +119,11 @@ def test_corda_matches_peft_on_the_same_covariance(tmp_path):
         ours = adapter.scale * adapter.init_B.double() @ adapter.init_A.double()
         relative = ((ours - theirs).norm() / theirs.norm()).item()
         assert relative < 1e-3, f"{name}: CorDA delta differs from PEFT's by {relative:.2e} (relative)"
+
+
+def test_corda_rejects_infinite_covariance():
+    _, _, _, weight = matrix_with_known_svd()
+    covariance = torch.eye(6, dtype=torch.float64)
+    covariance[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        initialize_adapters({"layer": adapter_for(weight, rank=2)}, "corda_kpm", bases={"layer": covariance})

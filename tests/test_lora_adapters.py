@@ -232,3 +232,10 @@ def test_plain_lora_layer_starts_at_base_output():
     assert adapter.lora_A.abs().sum() > 0
     assert torch.equal(adapter.lora_B, torch.zeros(6, 2))
     assert torch.allclose(adapter(expected_input), expected)
+
+
+def test_null_space_basis_rejects_nan():
+    covariance = torch.eye(4, dtype=torch.float64)
+    covariance[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        null_space_basis(covariance, rank=2)

@@ -81,6 +81,7 @@ def null_space_basis(covariance: torch.Tensor, rank: int, dtype: torch.dtype = t
     n = covariance.shape[0]
     if rank > n:
         raise ValueError(f"rank {rank} exceeds the input size {n} of the layer; choose rank <= {n}.")
+    check_finite(covariance)
     if covariance.device.type == "cpu":
         matrix = covariance.to(dtype, copy=True).numpy()
         eigenvalues, eigenvectors = scipy.linalg.eigh(
@@ -156,21 +157,36 @@ def _milora(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, sc
 
 CORDA_DAMPING = 0.01
 CORDA_MAX_INVERSE_ERROR = 0.05
+CORDA_MAX_DOUBLINGS = 40
+
+
+def check_finite(covariance: torch.Tensor) -> None:
+    """Raise a ValueError if the second moment contains NaN or infinite values."""
+    if not bool(torch.isfinite(covariance).all()):
+        raise ValueError(
+            "the calibration second moment contains NaN or infinite values; check that the model's outputs "
+            "on the calibration data are finite (e.g. run it in float32 instead of float16)."
+        )
 
 
 def damped_covariance(covariance: torch.Tensor, damping: float = CORDA_DAMPING) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(C_d, C_d^-1)`` with ``C_d = C + d * mean(diag(C)) * I``, where ``d`` starts at
     ``damping`` and doubles until ``||C_d C_d^-1 - I||_F < 0.05``."""
+    check_finite(covariance)
     n = covariance.shape[0]
     identity = torch.eye(n, dtype=covariance.dtype, device=covariance.device)
     symmetric = (covariance + covariance.t()) / 2
     mean_diagonal = symmetric.diagonal().mean().clamp_min(1e-12)
-    while True:
+    for _ in range(CORDA_MAX_DOUBLINGS):
         damped = symmetric + damping * mean_diagonal * identity
         inverse = torch.linalg.inv(damped)
         if torch.dist(damped @ inverse, identity) < CORDA_MAX_INVERSE_ERROR:
             return damped, inverse
         damping *= 2
+    raise ValueError(
+        f"the damped calibration second moment could not be inverted accurately even with damping {damping / 2:.3g}; "
+        f"run the initialisation in float64."
+    )
 
 
 def _corda_kpm(weight: torch.Tensor, covariance: torch.Tensor | None, rank: int, scale: float,
