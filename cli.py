@@ -73,14 +73,14 @@ class SuiteCLI(LightningCLI):
             return
         differences = [
             f"{key}: {stored[key]!r} in the checkpoint, {value!r} in this run"
-            for key, value in vars(init_args).items()
+            for key, value in init_args.as_dict().items()
             if key in stored and stored[key] != value
         ]
         if differences:
             rank_zero_warn(
-                f"Model values of this run differ from those saved in {ckpt_path}; the run uses its own "
+                f"Model values of this run differ from those saved in {ckpt_path}, and the run uses its own "
                 f"(config and command line): " + "; ".join(differences)
-                + ". Adapter shapes that differ make loading the checkpoint fail."
+                + ". Loading the checkpoint fails if these values change the adapter shapes."
             )
 
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:

@@ -301,7 +301,7 @@ def kaiming_uniform_like_linear(shape: tuple[int, int], generator: torch.Generat
 def bypass_uninitialized(adapters: Iterable[LoRALinear]) -> Iterator[None]:
     """Skip the adapter branch of every adapter whose factors are not initialised yet.
 
-    Such factors are zeros, so the branch adds nothing; skipping it saves its two small matrix
+    Such factors are zeros, so the branch adds nothing. Skipping it saves its two small matrix
     products, e.g. while calibration runs the model before initialisation.
     """
     skipped = [adapter for adapter in adapters if not adapter.is_initialized]
